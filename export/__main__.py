@@ -1,0 +1,71 @@
+"""python -m export --checkpoint runs/keywords/best.pt --out models/keywords.onnx [--quantize int8]
+
+Exports, runs onnx.checker, then verifies parity with PyTorch at lengths not used at export
+(0.2 s to 10 min, batch 1 and 4). Exits non-zero when any check fails. Writes NAME.export.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
+from .onnx_export import export_onnx, load_checkpoint, model_metadata
+from .parity import TOLERANCE, check_parity, onnx_accuracy
+
+
+def quantize_int8(fp32_path: Path, out_path: Path) -> None:
+    """Dynamic int8 weights for the backbone's MatMul/Gemm; the DFT and convs stay float (accuracy)."""
+    quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="e.g. models/NAME.onnx")
+    p.add_argument("--quantize", choices=["int8"], default=None)
+    p.add_argument("--skip-parity", action="store_true", help="skip the PyTorch parity check")
+    a = p.parse_args(argv)
+
+    model, ckpt = load_checkpoint(a.checkpoint)
+    out = Path(a.out)
+    meta = model_metadata(model, ckpt)
+    report: dict = {"checkpoint": a.checkpoint, "metadata": meta}
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = out if not a.quantize else Path(tmp) / "fp32.onnx"
+        export_onnx(model, fp32, meta)
+        print(f"exported {fp32 if not a.quantize else 'fp32 graph'}: onnx.checker passed, opset 18")
+        ok = True
+        if not a.skip_parity:
+            rows = check_parity(model, str(fp32))
+            print(f"{'seconds':>8} {'batch':>5} {'max|dlogit|':>12} {'frames_in':>9} {'frames_out':>10} {'expected':>8}")
+            for r in rows:
+                print(f"{r.seconds:8.2f} {r.batch:5d} {r.max_logit_diff:12.2e} {r.frames_in:9d} {r.frames_out:10d} "
+                      f"{r.expected_frames_out:8d} {'ok' if r.ok else 'FAIL'}")
+            ok = all(r.ok for r in rows)
+            print(f"parity (max |logit difference| <= {TOLERANCE:g}, frames_out = T - floor(delta*T)): "
+                  f"{'passed' if ok else 'FAILED'}")
+            report["parity"] = [asdict(r) for r in rows]
+        if a.quantize:
+            quantize_int8(fp32, out)
+            sr, labels = model.cfg.frontend.sample_rate, ckpt["labels"]
+            paths = ckpt["val_clips"]
+            truth = [labels.index(Path(pth).parent.name) for pth in paths]
+            acc32 = onnx_accuracy(str(fp32), paths, truth, sr)
+            acc8 = onnx_accuracy(str(out), paths, truth, sr)
+            print(f"int8: val accuracy {acc8:.4f} vs fp32 {acc32:.4f} (change {acc8 - acc32:+.4f}) on {len(paths)} clips")
+            report["int8"] = {"val_accuracy_fp32": acc32, "val_accuracy_int8": acc8, "n_val": len(paths)}
+    report["size_bytes"] = out.stat().st_size
+    report["parity_passed"] = ok
+    out.with_suffix(".export.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.export.json')}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""DiffRes audio classifier: waveform -> log-mel -> DiffRes -> CNN backbone (PyTorch side)."""

@@ -1,0 +1,85 @@
+"""One dataclass config for the model and one for training; both travel inside checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from typing import Literal
+
+ResolutionKind = Literal["diffres", "full", "avgpool", "avgmaxpool", "changehop"]
+CompressionKind = Literal["log", "loglearn"]
+
+
+@dataclass
+class FrontendConfig:
+    sample_rate: int = 16000
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    n_mels: int = 64
+    fmin: float = 20.0
+    fmax: float | None = None  # None: Nyquist
+    compression: CompressionKind = "log"
+    log_eps: float = 1e-6
+
+    @property
+    def win_length(self) -> int:
+        return round(self.sample_rate * self.win_ms / 1000)
+
+    @property
+    def hop_length(self) -> int:
+        return round(self.sample_rate * self.hop_ms / 1000)
+
+    @property
+    def f_max(self) -> float:
+        return self.fmax if self.fmax is not None else self.sample_rate / 2
+
+
+@dataclass
+class ModelConfig:
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    resolution: ResolutionKind = "diffres"
+    delta: float = 0.5  # share of frames removed: t = T - floor(delta * T)
+    n_classes: int = 2
+    estimator_channels: int = 64
+    estimator_blocks: int = 3
+    backbone_width: int = 32
+    dropout: float = 0.2
+
+    @property
+    def delta_fraction(self) -> Fraction:
+        """delta as an exact fraction, so frame counts use integer arithmetic (stays symbolic in ONNX)."""
+        return Fraction(self.delta).limit_denominator(1000)
+
+    def frames_out(self, frames_in: int) -> int:
+        d = self.delta_fraction
+        return frames_in - (frames_in * d.numerator) // d.denominator
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        d["frontend"] = FrontendConfig(**d["frontend"])
+        return cls(**d)
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    out: str = "runs/model"
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    warmup_epochs: int = 1
+    seed: int = 0
+    val_fraction: float = 0.15
+    clip_seconds: float | None = None  # None: 95th percentile of training clip lengths
+    holdout_speaker: str | None = None  # None: chosen by seed when file names carry speakers
+    guide_loss_weight: float = 1.0
+    time_masks: int = 2
+    time_mask_ratio: float = 0.1
+    freq_masks: int = 2
+    freq_mask_bins: int = 8
+    threads: int = 0  # 0: torch default

@@ -1,0 +1,198 @@
+"""DiffRes (Liu et al., "Learning Temporal Resolution in Spectrogram for Audio Classification").
+
+Everything is vectorised over the batch and written with integer size arithmetic, so the module
+exports to ONNX with symbolic lengths: no python loop over items, no .item(), no data-dependent
+branch. Frame warping scatters each input frame into at most two output frames: O(T * F).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .dsp import sinusoidal_position_code
+
+EPS = 1e-8
+
+# (first cell, second cell, overlap with first, overlap with second), each [B, T]
+Warp = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class Resampled:
+    """What a resolution module hands the backbone (and the training loss)."""
+
+    features: torch.Tensor  # [B, C, t, F]
+    score: torch.Tensor  # [B, T] normalised importance (sums to t, each <= 1)
+    mask: torch.Tensor  # [B, t] 1 where the output frame holds mostly real (non-padded) audio
+    guide_loss: torch.Tensor  # scalar
+    activeness: torch.Tensor  # scalar
+
+
+def frames_out(n_frames: int, delta: Fraction) -> int:
+    """t = T - floor(delta * T) in integer arithmetic (a float-to-int size would freeze in ONNX)."""
+    return n_frames - (n_frames * delta.numerator) // delta.denominator
+
+
+def normalize_scores(score: torch.Tensor, t: int, eps: float = 1e-4) -> torch.Tensor:
+    """Rescale scores in (0, 1) [B, T] to sum to t with none above 1 (float64 for long inputs).
+
+    As the paper: scale to sum t; where the max exceeds 1 divide by it; refill the deficit into the
+    frames strictly between eps and 1 - eps, in proportion to their room (1 - s). Beyond the
+    reference code, a second refill over every frame below 1 closes any deficit left (when too few
+    frames sit strictly inside), so the sum is exactly t for every input.
+    """
+    s = score.double()
+    s = s / s.sum(1, keepdim=True).clamp_min(EPS) * t
+    s = s / s.amax(1, keepdim=True).clamp_min(1.0)
+
+    def refill(s: torch.Tensor, room_mask: torch.Tensor) -> torch.Tensor:
+        deficit = (t - s.sum(1, keepdim=True)).clamp_min(0.0)
+        room = (1.0 - s) * room_mask
+        alpha = (deficit / room.sum(1, keepdim=True).clamp_min(EPS)).clamp(max=1.0)
+        return s + alpha * room
+
+    s = refill(s, ((s > eps) & (s < 1.0 - eps)).double())
+    s = refill(s, (s < 1.0).double())
+    return s.clamp(0.0, 1.0)
+
+
+def warp_weights(score: torch.Tensor, t: int) -> Warp:
+    """Where each input frame lands on the warped axis [0, t).
+
+    Frame i covers [c_{i-1}, c_i) with c the cumulative score; output frame k covers [k, k+1).
+    As every score is <= 1 a frame overlaps at most cells k and k+1. Returns (k, k+1 clamped,
+    overlap with k, overlap with k+1); the two overlaps of a frame sum to its score.
+    """
+    end = torch.cumsum(score.double(), dim=1)
+    start = end - score.double()
+    first = torch.floor(start).clamp(0, t - 1)
+    w_next = (end - (first + 1.0)).clamp_min(0.0)
+    w_first = score.double() - w_next
+    second = (first + 1.0).clamp(max=t - 1)
+    return first.long(), second.long(), w_first.float(), w_next.float()
+
+
+def warp_sum(values: torch.Tensor, weights: Warp, t: int) -> torch.Tensor:
+    """out[b, k] = sum_i w(i, k) * values[b, i] for values [B, T, F]."""
+    idx1, idx2, w1, w2 = weights
+    out = values.new_zeros(values.shape[0], t, values.shape[2])
+    out = out.scatter_add(1, idx1[..., None].expand_as(values), values * w1[..., None])
+    return out.scatter_add(1, idx2[..., None].expand_as(values), values * w2[..., None])
+
+
+def warp_average(values: torch.Tensor, weights: Warp, t: int) -> torch.Tensor:
+    """Each output frame is a convex combination of the input frames it merges."""
+    ones = values.new_ones(values.shape[0], values.shape[1], 1)
+    return warp_sum(values, weights, t) / warp_sum(ones, weights, t).clamp_min(EPS)
+
+
+def warp_max(values: torch.Tensor, weights: Warp, score: torch.Tensor, t: int) -> torch.Tensor:
+    """Max over the frames merged into each output frame, each scaled by the share of it that falls
+    there: a frame grazing a cell counts little, and the result stays continuous in the scores.
+    Needs values >= 0 (linear-domain mel)."""
+    idx1, idx2, w1, w2 = weights
+    share = score.to(values.dtype).clamp_min(EPS)
+    out = values.new_zeros(values.shape[0], t, values.shape[2])
+    out = out.scatter_reduce(1, idx1[..., None].expand_as(values), values * (w1 / share)[..., None], "amax")
+    return out.scatter_reduce(1, idx2[..., None].expand_as(values), values * (w2 / share)[..., None], "amax")
+
+
+def warp_mask(mask: torch.Tensor | None, weights: Warp, t: int) -> torch.Tensor:
+    """Output frame valid when at least half of what it merges is real (non-padded) audio."""
+    w1 = weights[2]
+    if mask is None:
+        return w1.new_ones(w1.shape[0], t)
+    return (warp_average(mask[..., None].to(w1.dtype), weights, t)[..., 0] >= 0.5).to(w1.dtype)
+
+
+def guide_loss(score: torch.Tensor, empty: torch.Tensor, delta: float) -> torch.Tensor:
+    """Mean score on empty frames, for items whose empty frames score above half the average.
+
+    The average normalised score is (1 - delta); the paper stops pushing once empty frames are
+    below half of it. Vectorised: items without empty frames contribute nothing.
+    """
+    empty = empty.to(score.dtype)
+    n_empty = empty.sum(1)
+    mean_empty = (score * empty).sum(1) / n_empty.clamp_min(1.0)
+    active = ((n_empty > 0) & (mean_empty > (1.0 - delta) * 0.5)).to(score.dtype)
+    return (mean_empty * active).sum() / active.sum().clamp_min(1.0)
+
+
+def activeness(score: torch.Tensor) -> torch.Tensor:
+    """Std over time of the normalised scores, batch mean: 0 means DiffRes acts as uniform pooling."""
+    return score.std(1, correction=0).mean()
+
+
+def empty_frames(x_log: torch.Tensor, mask: torch.Tensor | None, masked: torch.Tensor | None,
+                 threshold: float = 1e-5) -> torch.Tensor:
+    """[B, T] bool: frames with (almost) no energy, padded frames (mask 0) and SpecAugment-masked ones."""
+    empty = x_log.exp().mean(-1) < threshold
+    if mask is not None:
+        empty = empty | (mask < 0.5)
+    return empty if masked is None else empty | masked
+
+
+class ResidualConv1d(nn.Module):
+    def __init__(self, channels: int, dilation: int, kernel_size: int = 5):
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, kernel_size, padding=dilation * (kernel_size // 2),
+                              dilation=dilation, bias=False)
+        self.norm = nn.BatchNorm1d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + F.relu(self.norm(self.conv(x)))
+
+
+class ImportanceEstimator(nn.Module):
+    """Residual dilated 1-D convs over time, mel bins as channels: works for any n_mels."""
+
+    def __init__(self, n_mels: int, channels: int = 64, blocks: int = 3):
+        super().__init__()
+        self.inp = nn.Sequential(nn.Conv1d(n_mels, channels, 1), nn.BatchNorm1d(channels), nn.ReLU())
+        self.blocks = nn.Sequential(*[ResidualConv1d(channels, 2 ** i) for i in range(blocks)])
+        self.out = nn.Conv1d(channels, 1, 1)
+
+    def forward(self, x_log: torch.Tensor) -> torch.Tensor:
+        """[B, T, F] log-mel -> [B, T] scores in (0, 1)."""
+        h = self.blocks(self.inp(x_log.transpose(1, 2)))
+        return torch.sigmoid(self.out(h))[:, 0]
+
+
+class DiffRes(nn.Module):
+    """Log-mel [B, T, F] -> [B, 3, t, F]: [avg, max, resolution encoding]."""
+
+    channels = 3
+
+    def __init__(self, n_mels: int, delta: float, channels: int = 64, blocks: int = 3):
+        super().__init__()
+        self.delta = delta
+        self.fraction = Fraction(delta).limit_denominator(1000)
+        self.estimator = ImportanceEstimator(n_mels, channels, blocks)
+
+    def forward(self, x_log: torch.Tensor, mask: torch.Tensor | None = None,
+                masked: torch.Tensor | None = None) -> Resampled:
+        """mask: [B, T] 1 for real audio, 0 for padding; masked: [B, T] bool, SpecAugment time masks."""
+        t = frames_out(x_log.shape[1], self.fraction)
+        score = normalize_scores(self.estimator(x_log), t)  # float64: positions stay exact on long inputs
+        weights = warp_weights(score, t)
+        # Merge in the linear domain (exp, merge, log) as the paper does.
+        x_lin = x_log.exp()
+        pos = sinusoidal_position_code(x_log.shape[1], x_log.shape[2], x_log)
+        features = torch.stack([
+            torch.log(warp_average(x_lin, weights, t) + EPS),
+            torch.log(warp_max(x_lin, weights, score, t) + EPS),
+            warp_average(pos[None].expand_as(x_log), weights, t),
+        ], dim=1)
+        score32 = score.to(x_log.dtype)
+        return Resampled(
+            features=features,
+            score=score32,
+            mask=warp_mask(mask, weights, t),
+            guide_loss=guide_loss(score32, empty_frames(x_log, mask, masked), self.delta),
+            activeness=activeness(score32),
+        )
