@@ -1,22 +1,45 @@
-# Set-up is idempotent: .venv is created and filled once, then reused (stamp files track it).
+# Set-up is idempotent: .venv is created once and filled once per dependency set (stamp files).
+# `make serve` needs only the serving dependencies (no torch); everything else gets the full set.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.serve-installed
+FULL_STAMP := $(VENV)/.full-installed
 
-.PHONY: install serve test
+.PHONY: install install-serve serve test docker docker-smoke loadtest bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# torch first and pinned (a local CPU wheel); then the package with every extra.
-$(STAMP): $(BIN)/python pyproject.toml
+$(SERVE_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# torch FIRST and pinned (a CPU wheel); an unpinned torch pulls several GB of CUDA packages.
+$(FULL_STAMP): $(SERVE_STAMP)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[train,test,load]"
-	touch $(STAMP)
+	touch $@
 
-install: $(STAMP)
+install-serve: $(SERVE_STAMP)
+install: $(FULL_STAMP)
 
-test: install
+serve: $(SERVE_STAMP)
+	$(BIN)/python -m app
+
+# pytest exits 5 when it collects nothing: that is a failure here, not a pass.
+test: $(FULL_STAMP)
 	$(BIN)/python -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+
+docker:
+	bash docker/build.sh
+
+docker-smoke:
+	bash docker/smoke.sh
+
+loadtest: $(FULL_STAMP)
+	$(BIN)/python -m loadtest
+
+bench: $(FULL_STAMP)
+	$(BIN)/python -m bench
