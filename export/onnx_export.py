@@ -10,7 +10,6 @@ from pathlib import Path
 
 import onnx
 import torch
-from onnxscript import opset18 as op
 from torch.export import Dim
 
 from model.classifier import AudioClassifier
@@ -57,11 +56,6 @@ def model_metadata(model: AudioClassifier, ckpt: dict) -> dict[str, str]:
     }
 
 
-def _index_reduce_amax(self, dim: int, index, source, reduce: str, include_self: bool = True):
-    """aten.index_reduce(dim 0, "amax") has no stock ONNX translation: it is ScatterND(max) on rows."""
-    return op.ScatterND(self, op.Unsqueeze(index, [1]), source, reduction="max")
-
-
 def export_onnx(model: AudioClassifier, path: str | Path, metadata: dict[str, str]) -> None:
     """Trace at one example length; every size downstream stays symbolic (integer shape arithmetic)."""
     sr = model.cfg.frontend.sample_rate
@@ -71,7 +65,6 @@ def export_onnx(model: AudioClassifier, path: str | Path, metadata: dict[str, st
         program = torch.onnx.export(
             model, (example,), None, input_names=[INPUT], output_names=OUTPUTS, opset_version=OPSET,
             dynamo=True, dynamic_shapes=({0: Dim.DYNAMIC, 1: Dim.DYNAMIC},), optimize=True, verbose=False,
-            custom_translation_table={torch.ops.aten.index_reduce.default: _index_reduce_amax},
         )
     proto = program.model_proto
     for key, value in metadata.items():

@@ -44,10 +44,10 @@ class UniformPool(nn.Module):
         n = x_log.shape[1]
         t = frames_out(n, self.fraction)
         score = torch.ones_like(x_log[..., 0]) * (t / n)
-        weights = warp_weights(score, t)
+        warp = warp_weights(score, t)
         x_lin = x_log.exp()
-        channels = [torch.log(warp_average(x_lin, weights, t) + EPS)]
+        channels = [torch.log(warp_average(x_lin, warp) + EPS)]
         if self.with_max:
-            channels.append(torch.log(warp_max(x_lin, weights, score, t) + EPS))
+            channels.append(torch.log(warp_max(x_lin, warp) + EPS))
         zero = x_log.new_zeros(())
-        return Resampled(torch.stack(channels, 1), score, warp_mask(mask, weights, t), zero, zero)
+        return Resampled(torch.stack(channels, 1), score, warp_mask(mask, warp), zero, zero)

@@ -7,7 +7,6 @@ branch. Frame warping scatters each input frame into at most two output frames: 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -18,10 +17,7 @@ from torch import nn
 from .dsp import sinusoidal_position_code
 
 EPS = 1e-8
-warnings.filterwarnings("ignore", message=r"index_reduce\(\) is in beta")
 
-# (flat output rows b * t + k of both cells [2 * B * T], overlap with the first, with the second [B, T])
-Warp = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 @dataclass
@@ -63,63 +59,80 @@ def normalize_scores(score: torch.Tensor, t: int, eps: float = 1e-4) -> torch.Te
     return s.clamp(0.0, 1.0)
 
 
-def warp_weights(score: torch.Tensor, t: int) -> Warp:
+@dataclass
+class Warp:
     """Where each input frame lands on the warped axis [0, t).
 
     Frame i covers [c_{i-1}, c_i) with c the cumulative score; output frame k covers [k, k+1).
-    As every score is <= 1 a frame overlaps at most cells k and k+1. Returns the flat row
-    (b * t + k) of both cells, [2 * B * T], and the overlaps, which sum to the frame's score.
+    As every score is <= 1 a frame overlaps at most cells k and k+1.
     """
+
+    score: torch.Tensor  # [B, T] float64
+    end: torch.Tensor  # [B, T] float64, c_i
+    cells: torch.Tensor  # [B, 2T] int64: first cell of every frame, then the next cell (clamped)
+    overlaps: torch.Tensor  # [B, 2T] overlap with those cells; a frame's two overlaps sum to its score
+    frame_at: torch.Tensor  # [B, t + 1] int64: index of the frame containing position k (T past the end)
+    t: int
+
+
+def warp_weights(score: torch.Tensor, t: int) -> Warp:
     s = score.double()
-    end = torch.cumsum(s, dim=1)
+    end = torch.cumsum(s, dim=1)  # float64: positions stay exact over 10^5 frames
     first = torch.floor(end - s).clamp(0, t - 1)
     w_next = (end - (first + 1.0)).clamp_min(0.0)
-    offset = torch.arange(score.shape[0], device=score.device)[:, None] * t
-    rows = torch.cat([first.long() + offset, (first.long() + 1).clamp(max=t - 1) + offset], dim=1)
-    return rows.reshape(-1), (s - w_next).float(), w_next.float()
+    cells = torch.cat([first, (first + 1.0).clamp(max=t - 1)], dim=1).long()
+    overlaps = torch.cat([s - w_next, w_next], dim=1)
+    # frame_at[k] = number of frames ending before k, by counting frame ends per cell: the only
+    # scatter here is on [B, T] scalars, so sums below need no scatter over features.
+    ends_in = torch.zeros_like(s[:, :1]).expand(-1, t + 1).contiguous()
+    ends_in = ends_in.scatter_add(1, torch.floor(end).clamp(max=t).long(), torch.ones_like(s))
+    frame_at = (torch.cumsum(ends_in, 1) - ends_in).long()
+    return Warp(s, end, cells, overlaps, frame_at, t)
 
 
-def _flat_pairs(values: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
-    """[B, T, F] -> [2 * B * T, F] rows weighted for the first and the second cell, as `rows` orders them."""
-    return torch.cat([values * w1[..., None], values * w2[..., None]], dim=1).reshape(-1, values.shape[2])
+def warp_sum(values: torch.Tensor, warp: Warp) -> torch.Tensor:
+    """out[b, k] = sum_i overlap(i, k) * values[b, i] for values [B, T, F].
 
-
-def warp_sum(values: torch.Tensor, weights: Warp, t: int) -> torch.Tensor:
-    """out[b, k] = sum_i w(i, k) * values[b, i] for values [B, T, F].
-
-    One row-wise scatter (ScatterND in ONNX, an index per F-vector): about 9x faster in
-    onnxruntime than an element-wise scatter_add (ScatterElements).
+    The warped signal g (values[i] on frame i's interval) has integral G; each output frame is
+    G(k + 1) - G(k). G(k) = Q[j - 1] + (k - c[j - 1]) * values[j] for the frame j containing k,
+    with Q the running sum of score * values in float64. Gathers only: onnxruntime's
+    ScatterND races on repeated indices across threads, and element-wise scatters are slow.
     """
-    rows, w1, w2 = weights
     b, _, f = values.shape
-    out = values.new_zeros(b * t, f).index_put((rows,), _flat_pairs(values, w1, w2), accumulate=True)
-    return out.reshape(b, t, f)
+    v = values.double()
+    zeros = v.new_zeros(b, 1, f)
+    running = torch.cat([zeros, torch.cumsum(v * warp.score[..., None], 1)], 1)  # Q, shifted by one
+    starts = torch.cat([zeros[..., 0], warp.end], 1)  # c, shifted by one
+    v_pad = torch.cat([v, zeros], 1)  # frame T (past the end) holds nothing
+    j = warp.frame_at
+    jf = j[..., None].expand(-1, -1, f)
+    k = torch.arange(warp.t + 1, device=v.device, dtype=torch.float64)[None]
+    integral = running.gather(1, jf) + (k - starts.gather(1, j))[..., None] * v_pad.gather(1, jf)
+    return (integral[:, 1:] - integral[:, :-1]).to(values.dtype)
 
 
-def warp_average(values: torch.Tensor, weights: Warp, t: int) -> torch.Tensor:
+def warp_average(values: torch.Tensor, warp: Warp) -> torch.Tensor:
     """Each output frame is a convex combination of the input frames it merges."""
-    ones = values.new_ones(values.shape[0], values.shape[1], 1)
-    return warp_sum(values, weights, t) / warp_sum(ones, weights, t).clamp_min(EPS)
+    k = torch.arange(warp.t, device=values.device, dtype=torch.float64)[None]
+    covered = (torch.minimum(k + 1.0, warp.end[:, -1:]) - k).clamp(0.0, 1.0)  # 1 but at the very end
+    return warp_sum(values, warp) / covered.to(values.dtype).clamp_min(EPS)[..., None]
 
 
-def warp_max(values: torch.Tensor, weights: Warp, score: torch.Tensor, t: int) -> torch.Tensor:
+def warp_max(values: torch.Tensor, warp: Warp) -> torch.Tensor:
     """Max over the frames merged into each output frame, each scaled by the share of it that falls
     there: a frame grazing a cell counts little, and the result stays continuous in the scores.
-    Needs values >= 0 (linear-domain mel). Exported as ScatterND(reduction="max")."""
-    rows, w1, w2 = weights
-    b, _, f = values.shape
-    share = score.to(values.dtype).clamp_min(EPS)
-    pairs = _flat_pairs(values, w1 / share, w2 / share)
-    out = values.new_zeros(b * t, f).index_reduce(0, rows, pairs, "amax", include_self=True)
-    return out.reshape(b, t, f)
+    Needs values >= 0 (linear-domain mel). One element-wise scatter (a serial loop in onnxruntime)."""
+    share = (warp.overlaps / warp.score.repeat(1, 2).clamp_min(EPS)).to(values.dtype)
+    pairs = values.repeat(1, 2, 1) * share[..., None]
+    out = values.new_zeros(values.shape[0], warp.t, values.shape[2])
+    return out.scatter_reduce(1, warp.cells[..., None].expand_as(pairs), pairs, "amax")
 
 
-def warp_mask(mask: torch.Tensor | None, weights: Warp, t: int) -> torch.Tensor:
+def warp_mask(mask: torch.Tensor | None, warp: Warp) -> torch.Tensor:
     """Output frame valid when at least half of what it merges is real (non-padded) audio."""
-    w1 = weights[1]
     if mask is None:
-        return w1.new_ones(w1.shape[0], t)
-    return (warp_average(mask[..., None].to(w1.dtype), weights, t)[..., 0] >= 0.5).to(w1.dtype)
+        return warp.score.new_ones(warp.score.shape[0], warp.t).float()
+    return (warp_average(mask[..., None].float(), warp)[..., 0] >= 0.5).float()
 
 
 def guide_loss(score: torch.Tensor, empty: torch.Tensor, delta: float) -> torch.Tensor:
@@ -191,20 +204,20 @@ class DiffRes(nn.Module):
         """mask: [B, T] 1 for real audio, 0 for padding; masked: [B, T] bool, SpecAugment time masks."""
         t = frames_out(x_log.shape[1], self.fraction)
         score = normalize_scores(self.estimator(x_log), t)  # float64: positions stay exact on long inputs
-        weights = warp_weights(score, t)
+        warp = warp_weights(score, t)
         # Merge in the linear domain (exp, merge, log) as the paper does.
         x_lin = x_log.exp()
         pos = sinusoidal_position_code(x_log.shape[1], x_log.shape[2], x_log)
         features = torch.stack([
-            torch.log(warp_average(x_lin, weights, t) + EPS),
-            torch.log(warp_max(x_lin, weights, score, t) + EPS),
-            warp_average(pos[None].expand_as(x_log), weights, t),
+            torch.log(warp_average(x_lin, warp) + EPS),
+            torch.log(warp_max(x_lin, warp) + EPS),
+            warp_average(pos[None].expand_as(x_log), warp),
         ], dim=1)
         score32 = score.to(x_log.dtype)
         return Resampled(
             features=features,
             score=score32,
-            mask=warp_mask(mask, weights, t),
+            mask=warp_mask(mask, warp),
             guide_loss=guide_loss(score32, empty_frames(x_log, mask, masked), self.delta),
             activeness=activeness(score32),
         )
