@@ -1,0 +1,136 @@
+"""DiffRes maths: frame counts, score normalisation, warp weights, masking, guide loss."""
+
+from fractions import Fraction
+
+import pytest
+import torch
+
+from model.diffres import (DiffRes, frames_out, guide_loss, normalize_scores, warp_average, warp_max,
+                           warp_sum, warp_weights)
+
+
+def dense_overlaps(score: torch.Tensor, t: int) -> torch.Tensor:
+    """Reference [B, T, t] overlap of frame i's interval with output frame k (tests only)."""
+    end = torch.cumsum(score.double(), 1)
+    start = end - score.double()
+    k = torch.arange(t, dtype=torch.float64)
+    return (torch.minimum(end[..., None], k + 1) - torch.maximum(start[..., None], k)).clamp_min(0)
+
+
+@pytest.mark.parametrize("delta", [0.25, 0.5, 0.75, 0.3, 0.9, 0.0])
+def test_frames_out_is_integer_formula(delta: float) -> None:
+    frac = Fraction(delta).limit_denominator(1000)
+    for n in list(range(1, 400)) + [60001, 360001]:
+        assert frames_out(n, frac) == n - int(Fraction(n) * frac)  # exact floor(delta * T)
+        assert 1 <= frames_out(n, frac) <= n
+
+
+def raw_scores(kind: str, b: int = 4, n: int = 301) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1)
+    if kind == "uniform":
+        return torch.full((b, n), 0.5)
+    if kind == "peaky":  # a few frames dominate: forces the max > 1 branch and the refill
+        s = torch.full((b, n), 1e-3)
+        s[:, ::50] = 0.999
+        return s
+    if kind == "tiny":  # nearly all frames below eps: the paper's refill alone cannot reach t
+        s = torch.full((b, n), 1e-7)
+        s[:, :3] = 0.9
+        return s
+    return torch.rand(b, n, generator=gen) ** 4
+
+
+@pytest.mark.parametrize("kind", ["random", "uniform", "peaky", "tiny"])
+@pytest.mark.parametrize("t", [1, 76, 151, 226, 301])
+def test_normalised_scores_in_unit_interval_and_sum_to_t(kind: str, t: int) -> None:
+    s = normalize_scores(raw_scores(kind), t)
+    assert s.min() >= 0 and s.max() <= 1
+    torch.testing.assert_close(s.sum(1), torch.full((s.shape[0],), float(t), dtype=s.dtype), atol=1e-6, rtol=0)
+
+
+def test_normalisation_is_per_item() -> None:
+    """Vectorised over the batch: each item normalised as if alone."""
+    raw = raw_scores("random")
+    batch = normalize_scores(raw, 100)
+    for i in range(raw.shape[0]):
+        torch.testing.assert_close(batch[i], normalize_scores(raw[i: i + 1], 100)[0])
+
+
+@pytest.mark.parametrize("kind", ["random", "peaky", "tiny"])
+def test_warp_weights_conserve_scores_and_fill_output_frames(kind: str) -> None:
+    t = 120
+    s = normalize_scores(raw_scores(kind), t)
+    warp = warp_weights(s, t)
+    n = s.shape[1]
+    # each input frame lands in at most two output frames, with weights summing to its score
+    torch.testing.assert_close(warp.overlaps[:, :n] + warp.overlaps[:, n:], s)
+    assert ((warp.cells[:, n:] - warp.cells[:, :n]) <= 1).all()
+    dense = dense_overlaps(s, t)
+    assert ((dense > 1e-12).sum(2) <= 2).all()
+    # and every output frame's weights sum to 1
+    torch.testing.assert_close(dense.sum(1), torch.ones(s.shape[0], t, dtype=torch.float64))
+
+
+def test_warp_average_and_max_match_dense_reference() -> None:
+    t = 90
+    s = normalize_scores(raw_scores("random"), t)
+    x = torch.rand(s.shape[0], s.shape[1], 7) * 100
+    dense = dense_overlaps(s, t).float()
+    warp = warp_weights(s, t)
+    torch.testing.assert_close(warp_sum(x, warp), torch.einsum("btk,btf->bkf", dense, x), rtol=1e-5, atol=1e-4)
+    avg = warp_average(x, warp)
+    # convex combination: inside the range of the merged frames
+    assert (avg <= x.amax(1, keepdim=True) + 1e-3).all() and (avg >= x.amin(1, keepdim=True) - 1e-3).all()
+    share = dense / s.float().clamp_min(1e-8)[..., None]
+    torch.testing.assert_close(warp_max(x, warp), (x[:, :, None] * share[..., None]).amax(1))
+
+
+def test_diffres_output_shape_and_channels() -> None:
+    m = DiffRes(n_mels=40, delta=0.75).eval()  # n_mels outside 40/64/128 must work too
+    for n_mels in (40, 23):
+        m = DiffRes(n_mels=n_mels, delta=0.75).eval()
+        x = torch.randn(3, 173, n_mels)
+        r = m(x)
+        assert r.features.shape == (3, 3, frames_out(173, Fraction(3, 4)), n_mels)
+        assert torch.isfinite(r.features).all()
+        torch.testing.assert_close(r.score.sum(1), torch.full((3,), float(r.features.shape[2])), atol=1e-4, rtol=0)
+
+
+def test_padded_frames_are_empty_and_masked_out() -> None:
+    m = DiffRes(n_mels=16, delta=0.5).eval()
+    x = torch.randn(2, 200, 16)
+    mask = torch.ones(2, 200)
+    mask[1, 120:] = 0  # item 1 is padded after frame 120
+    r = m(x, mask)
+    assert r.mask[0].all()
+    # output frames built mostly from padding are marked invalid, the real ones valid
+    end = torch.cumsum(r.score[1].double(), 0)[119]
+    assert r.mask[1, : int(end) - 1].all() and not r.mask[1, int(end) + 1:].any()
+
+
+def test_guide_loss_counts_only_empty_frames() -> None:
+    s = torch.full((2, 10), 0.5)
+    empty = torch.zeros(2, 10, dtype=torch.bool)
+    assert guide_loss(s, empty, 0.5) == 0  # nothing empty, nothing to push
+    empty[0, :4] = True
+    assert guide_loss(s, empty, 0.5) == pytest.approx(0.5)  # mean score of item 0's empty frames
+    s[0, :4] = 0.1  # below half the mean score (1 - delta) / 2 = 0.25: satisfied, no more push
+    assert guide_loss(s, empty, 0.5) == 0
+
+
+def test_guide_loss_pushes_masked_frame_scores_down() -> None:
+    torch.manual_seed(0)
+    m = DiffRes(n_mels=16, delta=0.5)
+    x = torch.randn(8, 100, 16)
+    masked = torch.zeros(8, 100, dtype=torch.bool)
+    masked[:, 30:60] = True
+    x[masked] = torch.log(torch.tensor(1e-6))  # SpecAugment-masked frames look like silence
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    before = m(x, masked=masked).score[masked].mean().item()
+    for _ in range(30):
+        r = m(x, masked=masked)
+        opt.zero_grad()
+        r.guide_loss.backward()
+        opt.step()
+    after = m.eval()(x, masked=masked).score[masked].mean().item()
+    assert after < 0.5 * before

@@ -1,0 +1,96 @@
+"""Frontend, classifier variants, padding invariance and the training entry point."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from model.classifier import AudioClassifier
+from model.config import FrontendConfig, ModelConfig
+from model.data import scan_audio_folder, split_clips
+from model.dsp import mel_filterbank
+from model.frontend import MelSpectrogram
+from model.train import main as train_main
+
+
+@pytest.mark.parametrize("sr,n", [(16000, 48000), (8000, 4321)])
+def test_dft_conv_frontend_matches_torch_stft(sr: int, n: int) -> None:
+    cfg = FrontendConfig(sample_rate=sr)
+    wave = torch.randn(2, n)
+    mel = MelSpectrogram(cfg)(wave)
+    win, hop = cfg.win_length, cfg.hop_length
+    padded = torch.nn.functional.pad(wave, (win // 2, win - win // 2))
+    spec = torch.stft(padded, win, hop, window=torch.hann_window(win), center=False, return_complex=True)
+    ref = spec.abs().pow(2).transpose(1, 2) @ torch.from_numpy(mel_filterbank(sr, win, cfg.n_mels, cfg.fmin, cfg.f_max))
+    assert mel.shape == (2, n // hop + 1, cfg.n_mels)
+    torch.testing.assert_close(mel, ref, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("resolution", ["diffres", "full", "avgpool", "avgmaxpool", "changehop"])
+def test_every_variant_classifies_any_length(resolution: str) -> None:
+    m = AudioClassifier(ModelConfig(frontend=FrontendConfig(sample_rate=8000), resolution=resolution,
+                                    delta=0.75, n_classes=3)).eval()
+    for n in (1, 700, 8000, 23456):
+        logits, importance, f_in, f_out = m(torch.randn(2, n))
+        assert logits.shape == (2, 3) and torch.isfinite(logits).all()
+        assert f_in.dtype == torch.int64 and int(f_in[0]) == n // 80 + 1
+        assert 1 <= int(f_out[0]) <= int(f_in[0])
+
+
+def test_padding_does_not_change_the_classification() -> None:
+    """Padded frames are kept out of the classifier's pooling: the padding's content is irrelevant."""
+    torch.manual_seed(0)
+    m = AudioClassifier(ModelConfig(frontend=FrontendConfig(sample_rate=8000, n_mels=32), resolution="full",
+                                    n_classes=4)).eval()
+    x = torch.randn(1, 300, 32)
+    mask = torch.ones(1, 300)
+    mask[:, 150:] = 0
+    a = x.clone()
+    b = x.clone()
+    b[:, 200:] += 10 * torch.randn(1, 100, 32)  # beyond the CNN's receptive field from frame 150
+    la, _ = m.classify(a, mask)
+    lb, _ = m.classify(b, mask)
+    torch.testing.assert_close(la, lb)
+    lc, _ = m.classify(b)  # without the mask the padding would count
+    assert (lc - lb).abs().max() > 1e-3
+
+
+def write_tone_folder(root: Path, sr: int = 8000) -> None:
+    """Two classes of short tones with noise, speakers in the file names."""
+    rng = np.random.default_rng(0)
+    for label, freq in (("low", 300.0), ("high", 2000.0)):
+        (root / label).mkdir(parents=True)
+        for spk in ("ann", "bob", "cid"):
+            for i in range(4):
+                n = int(sr * rng.uniform(0.3, 0.6))
+                t = np.arange(n) / sr
+                wave = 0.3 * np.sin(2 * math.pi * freq * t) + 0.02 * rng.standard_normal(n)
+                sf.write(root / label / f"{label}_{spk}_{i}.wav", wave.astype(np.float32), sr, subtype="PCM_16")
+
+
+def test_speaker_names_give_a_speaker_held_out_split(tmp_path: Path) -> None:
+    write_tone_folder(tmp_path)
+    clips, labels = scan_audio_folder(tmp_path)
+    assert labels == ["high", "low"] and len(clips) == 24
+    train, val, held = split_clips(clips, 0.15, seed=0, holdout_speaker="bob")
+    assert held == "bob" and {c.speaker for c in val} == {"bob"} and "bob" not in {c.speaker for c in train}
+
+
+def test_one_epoch_training_smoke_run(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_tone_folder(data)
+    out = tmp_path / "run"
+    train_main(["--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "8",
+                "--n-mels", "32", "--width", "8", "--seed", "3"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("val_accuracy", "per_class_accuracy", "delta", "mean_frames_in", "mean_frames_out", "epochs", "wall_time_s"):
+        assert key in metrics
+    assert metrics["sample_rate"] == 8000 and metrics["epochs"] == 1
+    assert metrics["mean_frames_out"] == pytest.approx(metrics["mean_frames_in"] / 2, abs=1)
+    assert set(metrics["per_class_accuracy"]) == {"high", "low"}
+    ckpt = torch.load(out / "best.pt", weights_only=False)
+    assert ckpt["labels"] == ["high", "low"] and ckpt["model_config"]["frontend"]["n_mels"] == 32
