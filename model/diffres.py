@@ -121,11 +121,24 @@ def warp_average(values: torch.Tensor, warp: Warp) -> torch.Tensor:
 def warp_max(values: torch.Tensor, warp: Warp) -> torch.Tensor:
     """Max over the frames merged into each output frame, each scaled by the share of it that falls
     there: a frame grazing a cell counts little, and the result stays continuous in the scores.
-    Needs values >= 0 (linear-domain mel). One element-wise scatter (a serial loop in onnxruntime)."""
-    share = (warp.overlaps / warp.score.repeat(1, 2).clamp_min(EPS)).to(values.dtype)
-    pairs = values.repeat(1, 2, 1) * share[..., None]
-    out = values.new_zeros(values.shape[0], warp.t, values.shape[2])
-    return out.scatter_reduce(1, warp.cells[..., None].expand_as(pairs), pairs, "amax")
+    Needs values >= 0 (linear-domain mel).
+
+    Frames starting in cell k are a contiguous run: their max is one element-wise scatter (a serial
+    loop in onnxruntime, so no race). At most one frame spills into k from k - 1, the frame
+    containing position k: that part is a gather.
+    """
+    b, n, f = values.shape
+    score = warp.score.clamp_min(EPS)
+    first_share = (warp.overlaps[:, :n] / score).to(values.dtype)
+    out = values.new_zeros(b, warp.t, f)
+    out = out.scatter_reduce(1, warp.cells[:, :n, None].expand(-1, -1, f), values * first_share[..., None], "amax")
+    j = warp.frame_at[:, :-1]  # frame containing position k, T when past the end
+    pad = score.new_ones(b, 1)
+    k = torch.arange(warp.t, device=values.device, dtype=torch.float64)[None]
+    spill_share = ((torch.cat([warp.end, pad * warp.t], 1).gather(1, j) - k)
+                   / torch.cat([score, pad], 1).gather(1, j)).clamp(0.0, 1.0).to(values.dtype)
+    spill = torch.cat([values, values.new_zeros(b, 1, f)], 1).gather(1, j[..., None].expand(-1, -1, f))
+    return torch.maximum(out, spill * spill_share[..., None])
 
 
 def warp_mask(mask: torch.Tensor | None, warp: Warp) -> torch.Tensor:
