@@ -133,7 +133,7 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig) -> dict:
         val = evaluate(model, val_mels, [c.label for c in val_clips], len(labels))
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_accuracy": val["accuracy"]})
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{val['accuracy']:.3f}", best=f"{max(best['accuracy'], val['accuracy']):.3f}")
-        if val["accuracy"] > best["accuracy"]:
+        if val["accuracy"] >= best["accuracy"]:  # ties: the later, more annealed model
             best = {**val, "epoch": epoch + 1}
             torch.save({
                 "model_config": mcfg.to_dict(),
