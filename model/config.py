@@ -82,4 +82,6 @@ class TrainConfig:
     time_mask_ratio: float = 0.1
     freq_masks: int = 2
     freq_mask_bins: int = 8
+    speed_perturb: tuple[float, ...] = (0.85, 0.92, 1.0, 1.08, 1.15)  # resampled copies of each training clip
+    gain_db: float = 12.0  # random gain, uniform in +-gain_db
     threads: int = 0  # 0: torch default

@@ -17,6 +17,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
+import soxr
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -45,10 +46,30 @@ def spec_augment(mel: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> t
     return mel * keep, masked
 
 
+def training_batch(mels: list[list[torch.Tensor]], idx: np.ndarray, n_frames: int, cfg: TrainConfig,
+                   rng: np.random.Generator, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mel power [B, n_frames, F], padding mask and SpecAugment time mask for clips idx.
+
+    Each clip comes from a random speed-perturbed copy (mels[copy][clip]), at a random gain.
+    """
+    copy = rng.integers(len(mels), size=len(idx))
+    mel, mask = crop_or_pad([mels[c][j] for c, j in zip(copy, idx)], n_frames, rng, random_crop=True)
+    gain = 10 ** (rng.uniform(-cfg.gain_db, cfg.gain_db, (len(idx), 1, 1)) / 10)
+    mel, masked = spec_augment(mel * torch.from_numpy(gain).float(), cfg, gen)
+    return mel, mask, masked
+
+
 @torch.no_grad()
-def compute_mels(model: AudioClassifier, clips: list[Clip], desc: str) -> list[torch.Tensor]:
+def compute_mels(model: AudioClassifier, clips: list[Clip], desc: str, speed: float = 1.0) -> list[torch.Tensor]:
+    """Mel power per clip; speed != 1 plays the clip faster or slower (tempo and pitch), for augmentation."""
     sr = model.cfg.frontend.sample_rate
-    return [model.mel(torch.from_numpy(load_audio(c.path, sr))[None])[0] for c in tqdm(clips, desc=desc, leave=False)]
+    mels = []
+    for c in tqdm(clips, desc=desc, leave=False):
+        audio = load_audio(c.path, sr)
+        if speed != 1.0:
+            audio = soxr.resample(audio, sr * speed, sr).astype(np.float32)
+        mels.append(model.mel(torch.from_numpy(audio)[None])[0])
+    return mels
 
 
 @torch.no_grad()
@@ -96,9 +117,11 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig) -> dict:
     train_clips, val_clips, held = split_clips(clips, tcfg.val_fraction, tcfg.seed, tcfg.holdout_speaker)
     mcfg.n_classes = len(labels)
     model = AudioClassifier(mcfg)
-    train_mels = compute_mels(model, train_clips, "mel (train)")
+    speeds = tuple(tcfg.speed_perturb) or (1.0,)
+    train_mels = [compute_mels(model, train_clips, f"mel (train, speed {f})", f) for f in speeds]
     val_mels = compute_mels(model, val_clips, "mel (val)")
-    lengths = np.array([m.shape[0] for m in train_mels])
+    plain = train_mels[speeds.index(1.0)] if 1.0 in speeds else train_mels[0]
+    lengths = np.array([m.shape[0] for m in plain])
     hop = model.mel.hop
     if tcfg.clip_seconds is None:
         tcfg.clip_seconds = math.ceil(np.percentile(lengths, 95) * hop / mcfg.frontend.sample_rate * 10) / 10
@@ -121,8 +144,7 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig) -> dict:
         losses = []
         for i in range(0, len(order), tcfg.batch_size):
             idx = order[i: i + tcfg.batch_size]
-            mel, mask = crop_or_pad([train_mels[j] for j in idx], clip_frames, rng, random_crop=True)
-            mel, masked = spec_augment(mel, tcfg, gen)
+            mel, mask, masked = training_batch(train_mels, idx, clip_frames, tcfg, rng, gen)
             logits, r = model.classify(model.compress(mel), mask, masked)
             loss = F.cross_entropy(logits, y_train[idx]) + tcfg.guide_loss_weight * r.guide_loss
             opt.zero_grad()
@@ -187,12 +209,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, ModelConfig]
     for f in fields(TrainConfig):
         if f.name in ("data", "out"):
             continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, tuple):
+            p.add_argument(flag, type=float, nargs="*", default=f.default)
+            continue
         kind = {"clip_seconds": float, "holdout_speaker": str}.get(f.name, type(f.default))
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default)
+        p.add_argument(flag, type=kind, default=f.default)
     a = p.parse_args(argv)
     if not 0.0 <= a.delta < 1.0:
         p.error("--delta must be in [0, 1)")
     tcfg = TrainConfig(**{f.name: getattr(a, f.name) for f in fields(TrainConfig)})
+    tcfg.speed_perturb = tuple(tcfg.speed_perturb)
     sr = a.sample_rate or native_sample_rate(scan_audio_folder(a.data)[0])
     front = FrontendConfig(sample_rate=sr, win_ms=a.win_ms, hop_ms=a.hop_ms, n_mels=a.n_mels, compression=a.frontend)
     return tcfg, ModelConfig(frontend=front, resolution=a.resolution, delta=a.delta, backbone_width=a.width)
