@@ -44,7 +44,8 @@ def normalize_scores(score: torch.Tensor, t: int, eps: float = 1e-4) -> torch.Te
     reference code, a second refill over every frame below 1 closes any deficit left (when too few
     frames sit strictly inside), so the sum is exactly t for every input.
     """
-    s = score.double()
+    # NaN scores (inf/NaN audio) would become index -2^63 downstream and crash the graph.
+    s = torch.nan_to_num(score.double(), nan=0.0, posinf=1.0, neginf=0.0)
     s = s / s.sum(1, keepdim=True).clamp_min(EPS) * t
     s = s / s.amax(1, keepdim=True).clamp_min(1.0)
 

@@ -1,0 +1,1 @@
+"""DiffRes audio-classification service: onnxruntime models behind a FastAPI app (no torch)."""

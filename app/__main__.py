@@ -1,0 +1,27 @@
+"""`python -m app` / `diffres-serve`: run uvicorn with the settings' host and port, JSON logs."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from app.config import get_settings
+from app.logs import configure_logging
+from app.main import create_app
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # keep our JSON handler
+        access_log=False,  # the middleware writes the access log, with the request id
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        server_header=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""All service settings, from `DIFFRES_*` environment variables, in one pydantic-settings object."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; `DIFFRES_<FIELD>` in the environment overrides the default."""
+
+    model_config = SettingsConfigDict(env_prefix="DIFFRES_", extra="ignore", protected_namespaces=())
+
+    model_dir: Path = Field(default=Path("models"), description="Folder of *.onnx models (name = file stem).")
+    default_model: str = Field(default="keywords", description="Model used when a request names none.")
+    host: str = Field(default="127.0.0.1", description="Bind address of `python -m app`.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Bind port of `python -m app`.")
+    providers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated onnxruntime execution providers; empty: CUDA first when available, then CPU.")
+    intra_op_threads: int = Field(
+        default=0, ge=0, description="onnxruntime intra-op threads; 0: the CPUs this container may use.")
+    inter_op_threads: int = Field(default=1, ge=1, description="onnxruntime inter-op threads.")
+    max_upload_bytes: int = Field(
+        default=512 * MiB, ge=1024, description="Largest request body (all files together); 413 while streaming.")
+    max_json_bytes: int = Field(
+        default=32 * MiB, ge=1024, description="Largest JSON body for /v2 infer (JSON floats cost ~30x in memory).")
+    max_duration_s: float = Field(
+        default=7200.0, gt=0, description="Longest accepted audio; 413 beyond (never truncated).")
+    min_duration_s: float | None = Field(
+        default=None, ge=0, description="Shortest accepted audio; unset: one analysis window of the model.")
+    long_audio_s: float | None = Field(
+        default=None, gt=0, description="Longer audio is windowed; unset: 3 x the model's clip_seconds.")
+    window_s: float | None = Field(
+        default=None, gt=0, description="Window length for long audio; unset: the model's clip_seconds.")
+    window_hop_s: float | None = Field(
+        default=None, gt=0, description="Hop between windows (snapped to whole frames); unset: half the window.")
+    batch_size: int = Field(
+        default=16, ge=1, le=1024, description="Most inputs per onnxruntime call (and windows in flight per request).")
+    batch_wait_ms: float = Field(
+        default=5.0, ge=0, description="How long the batcher waits for more same-shape inputs before running.")
+    queue_limit: int = Field(default=256, ge=1, description="Inputs queued or in flight per model; 503 beyond.")
+    max_batch_files: int = Field(default=32, ge=1, description="Most files in one /v1/classify/batch request.")
+    retry_after_s: int = Field(default=1, ge=0, description="Retry-After seconds sent with 503.")
+    warmup: bool = Field(default=True, description="Run each model on dummy input before readiness turns true.")
+    shutdown_timeout_s: int = Field(default=30, ge=1, description="Grace period for in-flight requests on SIGTERM.")
+    log_level: str = Field(default="INFO", description="Log level of the JSON logs.")
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _split_providers(cls, value: object) -> object:
+        """Accept `CUDAExecutionProvider,CPUExecutionProvider` as well as a list."""
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):
+            raise ValueError("log_level must be one of CRITICAL, ERROR, WARNING, INFO, DEBUG")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _check_windows(self) -> Settings:
+        if self.window_s and self.window_hop_s and self.window_hop_s > self.window_s:
+            raise ValueError("window_hop_s must not exceed window_s (windows would leave gaps)")
+        if self.window_s and self.long_audio_s and self.long_audio_s < self.window_s:
+            raise ValueError("long_audio_s must be at least window_s")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,61 @@
+"""Application factory: settings -> metrics -> model registry (+ batchers) -> routes.
+
+`app.main:app` is the ASGI app for uvicorn; models load in the background after start-up, so
+/healthz answers immediately and /readyz turns 200 once every model is warm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.config import Settings, get_settings
+from app.errors import install_error_handlers
+from app.logs import configure_logging
+from app.metrics import Metrics
+from app.middleware import RequestContextMiddleware
+from app.models import ModelRegistry
+from app.routes import router
+from app.v2 import router as v2_router
+
+log = logging.getLogger("app")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not logging.getLogger().handlers:  # e.g. `uvicorn app.main:app`: still JSON logs with request ids
+            configure_logging(settings.log_level)
+        registry = ModelRegistry(settings, metrics)
+        app.state.registry = registry
+        loading = asyncio.create_task(registry.start(), name="load-models")
+        try:
+            yield
+        finally:
+            # uvicorn has already finished the requests in flight; drain what they queued.
+            await loading
+            await registry.close()
+            log.info("shut down: batchers drained")
+
+    app = FastAPI(title="DiffRes audio classification", version="0.1.0", lifespan=lifespan,
+                  description="Audio classification with DiffRes (learnt temporal resolution) on onnxruntime. "
+                              "Errors are `{\"error\": {\"code\", \"message\"}}` (OIP /v2 routes: "
+                              "`{\"error\": \"message\"}`).")
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.registry = ModelRegistry(settings, metrics)  # not ready until the lifespan replaces it
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.include_router(router)
+    app.include_router(v2_router)
+    return app
+
+
+app = create_app()

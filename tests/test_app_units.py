@@ -1,0 +1,256 @@
+"""Service building blocks without a model: CPU quota, settings, providers, audio streaming, batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from pydantic import ValidationError
+
+from app.audio import AudioStream, ClipReader, Whole, WindowCutter, Windows, open_audio
+from app.batching import MicroBatcher
+from app.config import Settings
+from app.cpu import available_cpus, cgroup_cpu_limit
+from app.errors import BadAudio, Overloaded, PayloadTooLarge
+from app.models import CPU, CUDA, resolve_providers
+from tests.conftest import encode, tone
+
+# ---------------------------------------------------------------- CPU quota
+
+
+def fake_cgroup(tmp_path: Path, proc: str, files: dict[str, str]) -> tuple[Path, Path]:
+    root = tmp_path / "cgroup"
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    proc_file = tmp_path / "proc_cgroup"
+    proc_file.write_text(proc)
+    return root, proc_file
+
+
+def test_cgroup_v2_quota(tmp_path: Path) -> None:
+    root, proc = fake_cgroup(tmp_path, "0::/\n", {"cpu.max": "150000 100000\n"})
+    assert cgroup_cpu_limit(root, proc) == 1.5
+    assert available_cpus(root, proc) == min(2, len(__import__("os").sched_getaffinity(0)))
+
+
+def test_cgroup_v2_unlimited_and_nested_parent_limit(tmp_path: Path) -> None:
+    root, proc = fake_cgroup(tmp_path, "0::/kubepods/pod1\n", {
+        "cpu.max": "max 100000", "kubepods/cpu.max": "100000 100000", "kubepods/pod1/cpu.max": "max 100000"})
+    assert cgroup_cpu_limit(root, proc) == 1.0  # the parent's limit binds the child
+    assert available_cpus(root, proc) == 1
+    root2, proc2 = fake_cgroup(tmp_path / "b", "0::/\n", {"cpu.max": "max 100000"})
+    assert cgroup_cpu_limit(root2, proc2) is None
+
+
+def test_cgroup_v1_cfs_quota(tmp_path: Path) -> None:
+    root, proc = fake_cgroup(tmp_path, "4:cpu,cpuacct:/docker/abc\n", {
+        "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "50000", "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000"})
+    assert cgroup_cpu_limit(root, proc) == 0.5
+    assert available_cpus(root, proc) == 1  # rounded up, never 0
+    root2, proc2 = fake_cgroup(tmp_path / "b", "4:cpu:/\n",
+                               {"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"})
+    assert cgroup_cpu_limit(root2, proc2) is None
+
+
+def test_no_cgroup_falls_back_to_affinity(tmp_path: Path) -> None:
+    import os
+    assert available_cpus(tmp_path / "none", tmp_path / "none") == len(os.sched_getaffinity(0))
+
+
+# ---------------------------------------------------------------- settings and providers
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIFFRES_PORT", "9123")
+    monkeypatch.setenv("DIFFRES_PROVIDERS", "CUDAExecutionProvider, CPUExecutionProvider")
+    monkeypatch.setenv("DIFFRES_BATCH_WAIT_MS", "2.5")
+    monkeypatch.setenv("DIFFRES_MODEL_DIR", "/srv/models")
+    s = Settings()
+    assert (s.port, s.batch_wait_ms, str(s.model_dir)) == (9123, 2.5, "/srv/models")
+    assert s.providers == [CUDA, CPU]
+    assert Settings.model_fields["host"].default == "127.0.0.1"
+
+
+def test_settings_reject_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIFFRES_BATCH_SIZE", "0")
+    with pytest.raises(ValidationError):
+        Settings()
+    monkeypatch.delenv("DIFFRES_BATCH_SIZE")
+    with pytest.raises(ValidationError, match="window_hop_s"):
+        Settings(window_s=1.0, window_hop_s=2.0)
+
+
+def test_providers_cuda_first_when_installed() -> None:
+    assert resolve_providers([], [CUDA, CPU]) == [CUDA, CPU]
+    assert resolve_providers([], ["AzureExecutionProvider", CPU]) == [CPU]
+    assert resolve_providers(["TensorrtExecutionProvider", CUDA], [CUDA, CPU]) == [CUDA, CPU]
+
+
+# ---------------------------------------------------------------- audio
+
+
+def test_window_cutter_covers_everything_and_aligns_the_last_window() -> None:
+    cutter = WindowCutter(window=100, hop=40)
+    x = np.arange(1234, dtype=np.float32)
+    out = []
+    for i in range(0, len(x), 77):  # blocks unrelated to window or hop
+        out += cutter.push(x[i:i + 77])
+    out += cutter.finish()
+    starts = [s for s, _ in out]
+    assert starts[:3] == [0, 40, 80] and starts[-1] == 1234 - 100
+    assert all(len(w) == 100 for _, w in out)
+    assert all(np.array_equal(w, x[s:s + 100]) for s, w in out)
+    assert len(cutter._buf) <= 100 + 77  # never more than a window plus a block
+    covered = np.zeros(len(x), bool)
+    for s, w in out:
+        covered[s:s + len(w)] = True
+    assert covered.all()
+
+
+def test_window_cutter_exact_fit_has_no_extra_window() -> None:
+    cutter = WindowCutter(window=100, hop=50)
+    out = cutter.push(np.zeros(200, np.float32)) + cutter.finish()
+    assert [s for s, _ in out] == [0, 50, 100]
+
+
+def open_bytes(data: bytes, max_s: float = 3600) -> tuple[sf.SoundFile, object]:
+    return open_audio(io.BytesIO(data), max_s)
+
+
+def test_clip_reader_short_clip_is_whole_and_resampled() -> None:
+    snd, info = open_bytes(encode(tone(1.0, 44100, channels=2), 44100))
+    reader = ClipReader(AudioStream(snd, info, 16000, 3600), window=1600, hop=800, long_threshold=16000 * 3)
+    chunk = reader.next(4)
+    assert isinstance(chunk, Whole) and abs(len(chunk.samples) - 16000) <= 2
+    assert reader.next(4) is None
+
+
+def test_clip_reader_long_clip_streams_windows_in_bounded_memory(tmp_path: Path) -> None:
+    """Ten minutes at 16 kHz (38 MB as float32) must stream through in a few MB."""
+    path = tmp_path / "long.wav"
+    with sf.SoundFile(path, "w", 16000, 1, "PCM_16") as f:
+        for _ in range(60):
+            f.write(tone(10.0, 16000))
+    with open(path, "rb") as fh:
+        snd, info = open_audio(fh, 3600)
+        reader = ClipReader(AudioStream(snd, info, 8000, 3600), window=24800, hop=12400, long_threshold=74400)
+        tracemalloc.start()
+        windows = 0
+        try:
+            while (chunk := reader.next(16)) is not None:
+                assert isinstance(chunk, Windows) and len(chunk.windows) <= 16
+                windows += len(chunk.windows)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert windows == (600 * 8000 - 24800) // 12400 + 1 + 1  # full hops plus the end-aligned one
+    assert peak < 8 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_open_audio_rejects_truncated_and_lying_headers() -> None:
+    data = encode(tone(2.0, 16000), 16000)
+    with pytest.raises(BadAudio, match="truncated"):
+        open_bytes(data[: len(data) // 2])
+    with pytest.raises(PayloadTooLarge, match="limit"):
+        open_bytes(data, max_s=1.0)
+
+
+def test_stream_rejects_non_finite_samples() -> None:
+    x = tone(0.5, 16000)
+    x[100] = np.inf
+    snd, info = open_bytes(encode(x, 16000, subtype="FLOAT"))
+    stream = AudioStream(snd, info, 16000, 3600)
+    with pytest.raises(BadAudio, match="NaN or Inf"):
+        while stream.read() is not None:
+            pass
+
+
+# ---------------------------------------------------------------- batcher
+
+
+def make_batcher(gate: threading.Event | None = None, **kwargs: object) -> tuple[MicroBatcher[float], list[int]]:
+    sizes: list[int] = []
+
+    def run(x: np.ndarray) -> list[float]:
+        if gate is not None:
+            assert gate.wait(10)
+        sizes.append(len(x))
+        return [float(row.sum()) for row in x]
+
+    options = {"max_batch": 4, "max_wait_s": 0.5, "queue_limit": 16} | kwargs
+    return MicroBatcher("test", run, **options), sizes  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_batcher_groups_same_shape_and_caps_batch_size() -> None:
+    batcher, sizes = make_batcher()
+    batcher.start()
+    leases = [batcher.lease(1) for _ in range(10)]
+    inputs = [np.full(8 if i % 2 else 5, i, np.float32) for i in range(10)]
+    results = await asyncio.gather(*(lease.run([x]) for lease, x in zip(leases, inputs, strict=True)))
+    assert [r[0] for r in results] == [float(x.sum()) for x in inputs]  # each caller gets its own row
+    assert sorted(sizes) == [1, 1, 4, 4]  # 5 of each length, max batch 4
+    for lease in leases:
+        lease.release()
+    await batcher.close()
+
+
+@pytest.mark.anyio
+async def test_batcher_refuses_at_once_when_full_and_drains_on_close() -> None:
+    gate = threading.Event()
+    batcher, sizes = make_batcher(gate, queue_limit=3, max_wait_s=0.0)
+    batcher.start()
+    held = [batcher.lease(1) for _ in range(3)]
+    with pytest.raises(Overloaded) as err:
+        batcher.lease(1)
+    assert err.value.status == 503 and err.value.headers["Retry-After"]
+    pending = [asyncio.ensure_future(lease.run([np.ones(4, np.float32)])) for lease in held]
+    await asyncio.sleep(0)  # let the three inputs reach the queue (the first batch blocks on the gate)
+    closing = asyncio.ensure_future(batcher.close())
+    gate.set()
+    assert [r[0] for r in await asyncio.gather(*pending)] == [4.0, 4.0, 4.0]  # queued work still ran
+    await closing
+    assert sum(sizes) == 3
+
+
+@pytest.mark.anyio
+async def test_batcher_survives_a_failing_batch() -> None:
+    calls = 0
+
+    def run(x: np.ndarray) -> list[float]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        return [0.0] * len(x)
+
+    batcher: MicroBatcher[float] = MicroBatcher("t", run, max_batch=2, max_wait_s=0, queue_limit=4)
+    batcher.start()
+    with batcher.lease(1) as lease:
+        with pytest.raises(RuntimeError, match="boom"):
+            await lease.run([np.zeros(3, np.float32)])
+        assert await lease.run([np.zeros(3, np.float32)]) == [0.0]
+    await batcher.close()
+
+
+@pytest.mark.anyio
+async def test_one_poisoned_input_does_not_fail_its_batch_mates() -> None:
+    def run(x: np.ndarray) -> list[float]:
+        if (x < 0).any():
+            raise ValueError("poison")
+        return [float(row.sum()) for row in x]
+
+    batcher: MicroBatcher[float] = MicroBatcher("t", run, max_batch=3, max_wait_s=5, queue_limit=3)
+    batcher.start()
+    with batcher.lease(3) as lease:
+        futures = [asyncio.ensure_future(lease.run([np.full(4, v, np.float32)])) for v in (1, -1, 2)]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+    assert results[0] == [4.0] and results[2] == [8.0] and isinstance(results[1], ValueError)
+    await batcher.close()
