@@ -46,14 +46,27 @@ def spec_augment(mel: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> t
     return mel * keep, masked
 
 
-def training_batch(mels: list[list[torch.Tensor]], idx: np.ndarray, n_frames: int, cfg: TrainConfig,
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Batches of clips of similar length (sorted with +-10% jitter), in random order.
+
+    DiffRes keeps t = T - floor(delta * T) frames of whatever it is given: a short clip padded to a
+    long batch would keep nearly all its frames in training but half of them at inference. Similar
+    lengths keep padding, and that mismatch, small.
+    """
+    order = np.argsort(lengths * rng.uniform(0.9, 1.1, len(lengths)))
+    batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def training_batch(mels: list[list[torch.Tensor]], idx: np.ndarray, max_frames: int, cfg: TrainConfig,
                    rng: np.random.Generator, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mel power [B, n_frames, F], padding mask and SpecAugment time mask for clips idx.
+    """Mel power [B, T, F] (T: the longest clip, at most max_frames), padding mask, SpecAugment time mask.
 
     Each clip comes from a random speed-perturbed copy (mels[copy][clip]), at a random gain.
     """
-    copy = rng.integers(len(mels), size=len(idx))
-    mel, mask = crop_or_pad([mels[c][j] for c, j in zip(copy, idx)], n_frames, rng, random_crop=True)
+    chosen = [mels[c][j] for c, j in zip(rng.integers(len(mels), size=len(idx)), idx)]
+    n_frames = min(max_frames, max(m.shape[0] for m in chosen))
+    mel, mask = crop_or_pad(chosen, n_frames, rng, random_crop=True)
     gain = 10 ** (rng.uniform(-cfg.gain_db, cfg.gain_db, (len(idx), 1, 1)) / 10)
     mel, masked = spec_augment(mel * torch.from_numpy(gain).float(), cfg, gen)
     return mel, mask, masked
@@ -140,10 +153,8 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig) -> dict:
     bar = tqdm(range(tcfg.epochs), desc=f"train {out.name}")
     for epoch in bar:
         model.train()
-        order = rng.permutation(len(train_clips))
         losses = []
-        for i in range(0, len(order), tcfg.batch_size):
-            idx = order[i: i + tcfg.batch_size]
+        for idx in length_batches(lengths, tcfg.batch_size, rng):
             mel, mask, masked = training_batch(train_mels, idx, clip_frames, tcfg, rng, gen)
             logits, r = model.classify(model.compress(mel), mask, masked)
             loss = F.cross_entropy(logits, y_train[idx]) + tcfg.guide_loss_weight * r.guide_loss
