@@ -70,8 +70,8 @@ class Warp:
 
     score: torch.Tensor  # [B, T] float64
     end: torch.Tensor  # [B, T] float64, c_i
-    cells: torch.Tensor  # [B, 2T] int64: first cell of every frame, then the next cell (clamped)
-    overlaps: torch.Tensor  # [B, 2T] overlap with those cells; a frame's two overlaps sum to its score
+    first: torch.Tensor  # [B, T] int64: the output frame where each frame starts
+    first_overlap: torch.Tensor  # [B, T] its overlap with that output frame; the rest spills into the next
     frame_at: torch.Tensor  # [B, t + 1] int64: index of the frame containing position k (T past the end)
     t: int
 
@@ -80,15 +80,20 @@ def warp_weights(score: torch.Tensor, t: int) -> Warp:
     s = score.double()
     end = torch.cumsum(s, dim=1)  # float64: positions stay exact over 10^5 frames
     first = torch.floor(end - s).clamp(0, t - 1)
-    w_next = (end - (first + 1.0)).clamp_min(0.0)
-    cells = torch.cat([first, (first + 1.0).clamp(max=t - 1)], dim=1).long()
-    overlaps = torch.cat([s - w_next, w_next], dim=1)
+    first_overlap = s - (end - (first + 1.0)).clamp_min(0.0)
     # frame_at[k] = number of frames ending before k, by counting frame ends per cell: the only
     # scatter here is on [B, T] scalars, so sums below need no scatter over features.
     ends_in = torch.zeros_like(s[:, :1]).expand(-1, t + 1).contiguous()
     ends_in = ends_in.scatter_add(1, torch.floor(end).clamp(max=t).long(), torch.ones_like(s))
     frame_at = (torch.cumsum(ends_in, 1) - ends_in).long()
-    return Warp(s, end, cells, overlaps, frame_at, t)
+    return Warp(s, end, first.long(), first_overlap, frame_at, t)
+
+
+def _frame_rows(values: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    """values[b, frame[b, k]] for frame in [0, T]; frame T (past the end) reads zeros. No padded copy."""
+    n, f = values.shape[1], values.shape[2]
+    rows = values.gather(1, frame.clamp(max=n - 1)[..., None].expand(-1, -1, f))
+    return rows * (frame < n)[..., None].to(values.dtype)
 
 
 def warp_sum(values: torch.Tensor, warp: Warp) -> torch.Tensor:
@@ -99,16 +104,15 @@ def warp_sum(values: torch.Tensor, warp: Warp) -> torch.Tensor:
     with Q the running sum of score * values in float64. Gathers only: onnxruntime's
     ScatterND races on repeated indices across threads, and element-wise scatters are slow.
     """
-    b, _, f = values.shape
-    v = values.double()
-    zeros = v.new_zeros(b, 1, f)
-    running = torch.cat([zeros, torch.cumsum(v * warp.score[..., None], 1)], 1)  # Q, shifted by one
-    starts = torch.cat([zeros[..., 0], warp.end], 1)  # c, shifted by one
-    v_pad = torch.cat([v, zeros], 1)  # frame T (past the end) holds nothing
+    f = values.shape[2]
+    running = torch.cumsum((values * warp.score.to(values.dtype)[..., None]).double(), 1)  # Q
     j = warp.frame_at
-    jf = j[..., None].expand(-1, -1, f)
-    k = torch.arange(warp.t + 1, device=v.device, dtype=torch.float64)[None]
-    integral = running.gather(1, jf) + (k - starts.gather(1, j))[..., None] * v_pad.gather(1, jf)
+    before = (j - 1).clamp_min(0)
+    has_before = (j > 0).double()
+    q = running.gather(1, before[..., None].expand(-1, -1, f)) * has_before[..., None]
+    start = warp.end.gather(1, before) * has_before  # c[j - 1], 0 for the first frame
+    k = torch.arange(warp.t + 1, device=values.device, dtype=torch.float64)[None]
+    integral = q + (k - start)[..., None] * _frame_rows(values, j).double()
     return (integral[:, 1:] - integral[:, :-1]).to(values.dtype)
 
 
@@ -130,15 +134,14 @@ def warp_max(values: torch.Tensor, warp: Warp) -> torch.Tensor:
     """
     b, n, f = values.shape
     score = warp.score.clamp_min(EPS)
-    first_share = (warp.overlaps[:, :n] / score).to(values.dtype)
+    first_share = (warp.first_overlap / score).to(values.dtype)
     out = values.new_zeros(b, warp.t, f)
-    out = out.scatter_reduce(1, warp.cells[:, :n, None].expand(-1, -1, f), values * first_share[..., None], "amax")
+    out = out.scatter_reduce(1, warp.first[..., None].expand(-1, -1, f), values * first_share[..., None], "amax")
     j = warp.frame_at[:, :-1]  # frame containing position k, T when past the end
-    pad = score.new_ones(b, 1)
+    inside = j.clamp(max=n - 1)
     k = torch.arange(warp.t, device=values.device, dtype=torch.float64)[None]
-    spill_share = ((torch.cat([warp.end, pad * warp.t], 1).gather(1, j) - k)
-                   / torch.cat([score, pad], 1).gather(1, j)).clamp(0.0, 1.0).to(values.dtype)
-    spill = torch.cat([values, values.new_zeros(b, 1, f)], 1).gather(1, j[..., None].expand(-1, -1, f))
+    spill_share = ((warp.end.gather(1, inside) - k) / score.gather(1, inside)).clamp(0.0, 1.0).to(values.dtype)
+    spill = _frame_rows(values, j)
     return torch.maximum(out, spill * spill_share[..., None])
 
 

@@ -21,14 +21,15 @@ class MelSpectrogram(nn.Module):
         # DFT bins above the top mel filter are never used: leave them out of the conv.
         n_bins = int(fb.any(axis=1).nonzero()[0].max()) + 1
         self.register_buffer("dft", torch.from_numpy(dft_kernel(self.win, n_bins)), persistent=False)
-        # Re and im rows share the same mel weight, so |X|^2 -> mel is a single matmul.
-        mel = torch.from_numpy(fb[:n_bins])
-        self.register_buffer("mel", torch.cat([mel, mel]), persistent=False)
+        # Re and im rows share the same mel weight, so |X|^2 -> mel is a single matmul, [n_mels, 2 * bins].
+        mel = torch.from_numpy(fb[:n_bins]).T
+        self.register_buffer("mel", torch.cat([mel, mel], dim=1).contiguous(), persistent=False)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         x = F.pad(waveform[:, None, :], (self.win // 2, self.win - self.win // 2))
         spec = F.conv1d(x, self.dft, stride=self.hop)  # [B, 2 * bins, T]
-        return torch.matmul((spec * spec).transpose(1, 2), self.mel)
+        # mel @ power, then transpose the small result: never a copy of the [bins, T] spectrogram.
+        return torch.matmul(self.mel, spec * spec).transpose(1, 2)
 
 
 class LogCompression(nn.Module):
