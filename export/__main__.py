@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     meta = model_metadata(model, ckpt)
     report: dict = {"checkpoint": a.checkpoint, "metadata": meta}
+    metrics = Path(a.checkpoint).with_name("metrics.json")  # written by model.train beside best.pt
+    if metrics.exists():
+        report["training"] = {k: v for k, v in json.loads(metrics.read_text()).items() if k != "history"}
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = out if not a.quantize else Path(tmp) / "fp32.onnx"
         export_onnx(model, fp32, meta)

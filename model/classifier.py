@@ -10,8 +10,16 @@ from torch import nn
 from .backbone import Backbone
 from .baselines import FullResolution, UniformPool
 from .config import ModelConfig
-from .diffres import DiffRes, Resampled
+from .diffres import DiffRes, Resampled, empty_frames
 from .frontend import MelSpectrogram, make_compression
+
+
+def normalize_clip(x_log: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Subtract each clip's mean log-mel per bin over its real frames (cepstral mean normalisation)."""
+    if mask is None:
+        return x_log - x_log.mean(1, keepdim=True)
+    m = mask[..., None].to(x_log.dtype)
+    return x_log - (x_log * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1.0)
 
 
 def make_resolution(cfg: ModelConfig) -> nn.Module:
@@ -41,6 +49,10 @@ class AudioClassifier(nn.Module):
     def classify(self, x_log: torch.Tensor, mask: torch.Tensor | None = None,
                  masked: torch.Tensor | None = None) -> tuple[torch.Tensor, Resampled]:
         """Log-mel [B, T, F] -> logits; the entry point for training on cached mel spectrograms."""
+        if self.cfg.clip_norm:
+            silent = empty_frames(x_log, None, None)  # judged before normalising shifts the energy
+            masked = silent if masked is None else masked | silent
+            x_log = normalize_clip(x_log, mask)
         r = self.resolution(x_log, mask, masked)
         return self.backbone(r.features, r.mask), r
 

@@ -44,6 +44,7 @@ class ModelConfig:
     estimator_blocks: int = 3
     backbone_width: int = 32
     dropout: float = 0.2
+    clip_norm: bool = False  # subtract each clip's mean log-mel per bin (removes microphone/channel colour)
 
     @property
     def delta_fraction(self) -> Fraction:

@@ -217,6 +217,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, ModelConfig]
     p.add_argument("--win-ms", type=float, default=25.0)
     p.add_argument("--n-mels", type=int, default=64)
     p.add_argument("--width", type=int, default=32, help="backbone base width")
+    p.add_argument("--clip-norm", action="store_true", help="subtract each clip's mean log-mel per bin")
     for f in fields(TrainConfig):
         if f.name in ("data", "out"):
             continue
@@ -233,7 +234,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, ModelConfig]
     tcfg.speed_perturb = tuple(tcfg.speed_perturb)
     sr = a.sample_rate or native_sample_rate(scan_audio_folder(a.data)[0])
     front = FrontendConfig(sample_rate=sr, win_ms=a.win_ms, hop_ms=a.hop_ms, n_mels=a.n_mels, compression=a.frontend)
-    return tcfg, ModelConfig(frontend=front, resolution=a.resolution, delta=a.delta, backbone_width=a.width)
+    return tcfg, ModelConfig(frontend=front, resolution=a.resolution, delta=a.delta, backbone_width=a.width,
+                                     clip_norm=a.clip_norm)
 
 
 def main(argv: list[str] | None = None) -> None:

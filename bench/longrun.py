@@ -1,0 +1,231 @@
+"""Memory and cost-per-audio-second probe, run as a fresh subprocess per input length so that
+ru_maxrss is this length's peak alone:  python -m bench.longrun MODEL --seconds 600 [...]
+
+Imports numpy and onnxruntime (and, for windowed runs, the service's app.audio), never torch, so the
+baseline RSS is what a service process has. Prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .ort_session import MEMORY_MODES, session
+from .timing import interleaved, paired_ratio, summary
+
+MB = 1 << 20
+
+
+def max_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def proc_status_bytes(field: str) -> int:
+    """VmRSS (now) or VmHWM (this address space's peak) from /proc/self/status."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def current_rss_bytes() -> int:
+    return proc_status_bytes("VmRSS")
+
+
+def noise(n: int, seed: int = 0) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal((1, n))).astype(np.float32)
+
+
+def single_call(path: str, seconds: float, sr: int, threads: int, repeats: int, ref_seconds: float | None,
+                memory: str = "default") -> dict:
+    """One session call on the whole input. When ref_seconds < seconds, the reference length runs
+    interleaved with it, so the cost-per-audio-second ratio is paired (and the peak stays this length's)."""
+    sess = session(path, threads, memory=memory)
+    base_max, base_cur = max_rss_bytes(), current_rss_bytes()
+    x = noise(int(seconds * sr))
+    fns = {"main": lambda: sess.run(["logits"], {"waveform": x})}
+    paired = ref_seconds is not None and ref_seconds < seconds
+    if paired:
+        ref = noise(int(ref_seconds * sr), seed=1)
+        fns["ref"] = lambda: sess.run(["logits"], {"waveform": ref})
+    times = interleaved(fns, repeats, warmup=1 if seconds >= 60 else 3)  # the first call sizes the arena
+    out = {
+        "method": "single session call on the whole input",
+        "ort_memory": memory,
+        "seconds": seconds,
+        "samples": x.shape[1],
+        "input_mb": x.nbytes / MB,
+        "time_per_call_s": summary(times["main"]),
+        "time_per_audio_s": summary([t / seconds for t in times["main"]]),
+        "baseline_rss_mb": base_cur / MB,
+        "baseline_max_rss_mb": base_max / MB,
+        "peak_rss_mb": max_rss_bytes() / MB,
+        "peak_vmhwm_mb": proc_status_bytes("VmHWM") / MB,  # cross-check of ru_maxrss
+    }
+    out["peak_above_baseline_mb"] = out["peak_rss_mb"] - out["baseline_max_rss_mb"]
+    if paired:
+        ratio = paired_ratio([t / seconds for t in times["main"]], [t / ref_seconds for t in times["ref"]])
+        out["ref_seconds"] = ref_seconds
+        out["ref_time_per_audio_s"] = summary([t / ref_seconds for t in times["ref"]])
+        out["time_per_audio_s_vs_ref"] = ratio
+    return out
+
+
+def window_starts(n_samples: int, win: int, hop: int) -> Iterator[int]:
+    """Window starts covering the whole input; the last window is zero-padded past the end."""
+    n_windows = 1 if n_samples <= win else math.ceil((n_samples - win) / hop) + 1
+    return iter(range(0, n_windows * hop, hop))
+
+
+BLOCK_SAMPLES = 1 << 16  # a decoder's read size (the service reads 64 Ki samples at a time)
+
+
+def blocks(n: int, tile: np.ndarray, block: int = BLOCK_SAMPLES) -> Iterator[np.ndarray]:
+    """A streaming source: the recording arrives block by block (tiled noise; content sets no cost)."""
+    for lo in range(0, n, block):
+        yield np.take(tile, np.arange(lo, min(n, lo + block)) % tile.size)
+
+
+def service_windows(n: int, win: int, hop: int, tile: np.ndarray) -> Iterator[np.ndarray] | None:
+    """Windows cut by the service's own streaming cutter (app.audio.WindowCutter), when importable."""
+    try:
+        from app.audio import WindowCutter
+    except Exception:  # noqa: BLE001 - app missing or broken: the caller falls back to its own loop
+        return None
+
+    def cut() -> Iterator[np.ndarray]:
+        cutter = WindowCutter(win, hop)
+        for block in blocks(n, tile):
+            for _, window in cutter.push(block):
+                yield window
+        for _, window in cutter.finish():
+            yield window
+
+    return cut()
+
+
+def own_windows(n: int, win: int, hop: int, tile: np.ndarray) -> Iterator[np.ndarray]:
+    """Fallback cutter: windows at every hop, the last one zero-padded past the end."""
+    for start in window_starts(n, win, hop):
+        window = np.take(tile, np.arange(start, start + win) % tile.size)
+        window[max(0, n - start):] = 0.0
+        yield window
+
+
+def windowed(path: str, seconds: float, sr: int, threads: int, window_s: float, overlap: float, batch: int,
+             memory: str = "default", frame_hop_ms: float = 10.0, own: bool = False) -> dict:
+    """Long audio as the service runs it: clip-length windows with overlap, `batch` per call.
+
+    Audio is streamed block by block and windows are batched as they come, so neither the hour's
+    samples nor its windows are ever held at once. As in the service, the hop is rounded to whole
+    spectrogram frames.
+    """
+    n, win = int(seconds * sr), int(round(window_s * sr))
+    frame_hop = max(1, round(frame_hop_ms * sr / 1000))
+    hop = min(win, max(frame_hop, round(win * (1.0 - overlap) / frame_hop) * frame_hop))
+    tile = noise(10 * sr)[0]
+    windows = None if own else service_windows(n, win, hop, tile)  # imports app before the baseline
+    cutter = "app.audio.WindowCutter (the service's cutter; last window end-aligned)"
+    if windows is None:
+        windows, cutter = own_windows(n, win, hop, tile), "own loop (last window zero-padded)"
+    sess = session(path, threads, memory=memory)
+    base_max, base_cur = max_rss_bytes(), current_rss_bytes()
+
+    sess.run(["logits"], {"waveform": np.zeros((batch, win), np.float32)})  # warm-up at the batch shape
+    call_times, sizes, logits = [], [], []
+    t_start = time.perf_counter()
+    while group := list(itertools.islice(windows, batch)):
+        xb = np.stack(group)
+        t0 = time.perf_counter()
+        logits.append(sess.run(["logits"], {"waveform": xb})[0])
+        call_times.append(time.perf_counter() - t0)
+        sizes.append(len(group))
+    wall = time.perf_counter() - t_start
+    n_windows = sum(sizes)
+    full = [t / b for t, b in zip(call_times, sizes) if b == batch] or [t / b for t, b in zip(call_times, sizes)]
+    out = {
+        "method": f"{win / sr:g} s windows, hop {hop / sr:g} s, batch {batch} per onnxruntime call; "
+                  f"audio streamed in {BLOCK_SAMPLES}-sample blocks; windows cut by {cutter}",
+        "cutter": cutter,
+        "ort_memory": memory,
+        "seconds": seconds,
+        "samples": n,
+        "windows": n_windows,
+        "window_seconds": win / sr,
+        "hop_seconds": hop / sr,
+        "overlap": 1.0 - hop / win,
+        "batch": batch,
+        "wall_s": wall,
+        "time_per_audio_s_wall": wall / seconds,  # includes cutting and stacking windows
+        # median per-window model time x windows: robust to a transient neighbour load
+        "time_per_audio_s": statistics.median(full) * n_windows / seconds,
+        "time_per_batch_call_s": summary(call_times),
+        "baseline_rss_mb": base_cur / MB,
+        "baseline_max_rss_mb": base_max / MB,
+        "peak_rss_mb": max_rss_bytes() / MB,
+        "peak_vmhwm_mb": proc_status_bytes("VmHWM") / MB,  # cross-check of ru_maxrss
+    }
+    out["peak_above_baseline_mb"] = out["peak_rss_mb"] - out["baseline_max_rss_mb"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model")
+    p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--sample-rate", type=int, default=16000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--ref-seconds", type=float, default=None, help="paired reference length (single call)")
+    p.add_argument("--windowed", action="store_true", help="run as the service does: overlapping windows")
+    p.add_argument("--window-seconds", type=float, default=3.0)
+    p.add_argument("--overlap", type=float, default=0.5)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--own-windowing", action="store_true", help="not the service's cutter even when importable")
+    p.add_argument("--memory", choices=MEMORY_MODES, default="default", help="onnxruntime memory options")
+    a = p.parse_args(argv)
+    if a.windowed:
+        out = windowed(a.model, a.seconds, a.sample_rate, a.threads, a.window_seconds, a.overlap, a.batch, a.memory,
+                       own=a.own_windowing)
+    else:
+        out = single_call(a.model, a.seconds, a.sample_rate, a.threads, a.repeats, a.ref_seconds, a.memory)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def probe(model: str, seconds: float, sr: int, threads: int, *, repeats: int = 5, ref_seconds: float | None = None,
+          windowed_run: bool = False, window_s: float = 3.0, overlap: float = 0.5, batch: int = 8,
+          memory: str = "default", own_windowing: bool = False, timeout_s: float = 900) -> dict:
+    """Run one length in a fresh interpreter (its own ru_maxrss) and return its JSON."""
+    cmd = [sys.executable, "-m", "bench.longrun", model, "--seconds", str(seconds), "--sample-rate", str(sr),
+           "--threads", str(threads), "--repeats", str(repeats), "--memory", memory]
+    if ref_seconds is not None:
+        cmd += ["--ref-seconds", str(ref_seconds)]
+    if windowed_run:
+        cmd += ["--windowed", "--window-seconds", str(window_s), "--overlap", str(overlap), "--batch", str(batch)]
+        cmd += ["--own-windowing"] if own_windowing else []
+    # Linux carries ru_maxrss over exec: a child exec'd straight from this (torch-sized) process would
+    # start at our peak. A shell that forks (not execs) the probe gives it a fresh, small high-water mark.
+    shell = ["/bin/sh", "-c", f"{shlex.join(cmd)}; exit $?"]
+    proc = subprocess.run(shell, capture_output=True, text=True, timeout=timeout_s,
+                          cwd=Path(__file__).resolve().parents[1])
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

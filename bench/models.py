@@ -1,0 +1,73 @@
+"""Fresh random-init models with the keywords model's configuration, exported through the project's
+own `export_onnx` (so the benchmark always measures the current graph), plus the frontend alone.
+
+Throughput does not depend on trained weights, and every resolution shares one backbone config,
+so "DiffRes vs full resolution" compares exactly the same CNN.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.export import Dim
+
+from export.onnx_export import EXAMPLE_SECONDS, INPUT, OPSET, export_onnx
+from model.classifier import AudioClassifier
+from model.config import FrontendConfig, ModelConfig
+
+# The shipped keywords model: 16 kHz, 64 mels, 10 ms hop, 25 ms window, backbone width 32, 6 labels.
+KEYWORDS_FRONTEND = FrontendConfig(sample_rate=16000, win_ms=25.0, hop_ms=10.0, n_mels=64)
+KEYWORDS_CLASSES = 6
+
+
+@dataclass
+class Exported:
+    name: str  # e.g. "diffres@0.5", "full", "frontend"
+    path: Path
+    config: dict
+    model: nn.Module  # the PyTorch module that was exported (eval mode)
+
+
+def model_config(resolution: str, delta: float) -> ModelConfig:
+    return ModelConfig(frontend=KEYWORDS_FRONTEND, resolution=resolution, delta=delta,  # type: ignore[arg-type]
+                       n_classes=KEYWORDS_CLASSES)
+
+
+def export_classifier(resolution: str, delta: float, out_dir: Path, seed: int = 0) -> Exported:
+    torch.manual_seed(seed)
+    cfg = model_config(resolution, delta)
+    model = AudioClassifier(cfg).eval()
+    name = resolution if resolution == "full" else f"{resolution}@{delta:g}"
+    path = out_dir / f"{name.replace('@', '_')}.onnx"
+    export_onnx(model, path, {"resolution": resolution, "delta": str(delta), "benchmark": "random-init"})
+    return Exported(name, path, cfg.to_dict(), model)
+
+
+class Frontend(nn.Module):
+    """Waveform [B, N] -> log-mel [B, T, F]: exactly the classifier's first two modules."""
+
+    def __init__(self, model: AudioClassifier):
+        super().__init__()
+        self.mel, self.compress = model.mel, model.compress
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.compress(self.mel(waveform))
+
+
+def export_frontend(model: AudioClassifier, out_dir: Path) -> Exported:
+    """Same exporter settings as export_onnx (opset, dynamo, symbolic batch and length, optimize)."""
+    frontend = Frontend(model).eval()
+    example = torch.randn(2, int(EXAMPLE_SECONDS * model.cfg.frontend.sample_rate))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            frontend, (example,), None, input_names=[INPUT], output_names=["log_mel"], opset_version=OPSET,
+            dynamo=True, dynamic_shapes=({0: Dim.DYNAMIC, 1: Dim.DYNAMIC},), optimize=True, verbose=False,
+        )
+    path = out_dir / "frontend.onnx"
+    program.save(str(path))
+    return Exported("frontend", path, asdict(model.cfg.frontend), frontend)

@@ -1,0 +1,216 @@
+"""Goals check, the loadtest summary, and BENCHMARKS.md rendered from the JSON report (so the
+table can never disagree with reports/bench.json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+SPEEDUP_GOALS = {0.5: 1.8, 0.75: 3.0}
+FRONTEND_SHARE_GOAL = 0.15
+SCALING_GOAL = 1.2  # time per audio-second, 10 min over 10 s
+PEAK_RSS_GOAL_MB = 600.0
+
+
+def goals(report: dict) -> list[dict]:
+    """Every goal with its measured value (a paired median where it is a ratio) and whether it is met."""
+    out: list[dict] = []
+    for batch, rows in report.get("throughput", {}).items():
+        for delta, target in SPEEDUP_GOALS.items():
+            row = rows.get(f"diffres@{delta:g}")
+            if row:
+                v = row["speedup_vs_full"]["median"]
+                out.append({"goal": f"DiffRes speed-up vs full, delta {delta:g}, batch {batch}", "target": f">= {target:g}x",
+                            "value": v, "display": f"{v:.2f}x", "met": v >= target})
+        if "full" in rows and "frontend_share" in rows["full"]:
+            v = rows["full"]["frontend_share"]["median"]
+            out.append({"goal": f"frontend share of the full-resolution model, batch {batch}",
+                        "target": f"<= {FRONTEND_SHARE_GOAL:.0%}", "value": v, "display": f"{v:.1%}",
+                        "met": v <= FRONTEND_SHARE_GOAL})
+    long = report.get("long_inputs", {})
+    for row in long.get("single_call", []):
+        if (row["seconds"] == 600 and "time_per_audio_s_vs_ref" in row and row.get("ref_seconds") == 10
+                and row.get("ort_memory", "default") == "default"):
+            v = row["time_per_audio_s_vs_ref"]["median"]
+            out.append({"goal": "time per audio-second, 10 min over 10 s (one call each)", "target": f"<= {SCALING_GOAL:g}",
+                        "value": v, "display": f"{v:.2f}", "met": v <= SCALING_GOAL})
+    for row in long.get("single_call", []) + ([long["windowed"]] if long.get("windowed") else []):
+        if row["seconds"] >= 600:
+            how = method(row)
+            v = row["peak_rss_mb"]
+            out.append({"goal": f"peak RSS, {fmt_length(row['seconds'])} ({how})", "target": f"< {PEAK_RSS_GOAL_MB:g} MB",
+                        "value": v, "display": f"{v:.0f} MB", "met": v < PEAK_RSS_GOAL_MB})
+    return out
+
+
+def find_ratios(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Every field whose name mentions 'ratio', at any depth (the loadtest schema is another module's)."""
+    found: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if "ratio" in str(k).lower() and not isinstance(v, (dict, list)):
+                found[key] = v
+            found |= find_ratios(v, key)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            found |= find_ratios(v, f"{prefix}[{i}]")
+    return found
+
+
+def loadtest_summary(path: Path) -> dict:
+    if not path.exists():
+        return {"present": False, "path": str(path), "note": "run `make loadtest`"}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return {"present": False, "path": str(path), "note": f"unreadable ({exc}); run `make loadtest`"}
+    date = next((data[k] for k in ("when", "date", "generated", "generated_at", "timestamp", "created")
+                 if isinstance(data, dict) and k in data), None)
+    if date is None and isinstance(data, dict):
+        date = (data.get("environment") or {}).get("date") if isinstance(data.get("environment"), dict) else None
+    if date is None:
+        import datetime as dt
+        date = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc).isoformat(timespec="seconds") + " (file mtime)"
+    out = {"present": True, "path": str(path), "date": date, "ratios": find_ratios(data)}
+    if isinstance(data, dict):  # the loadtest's own verdict, when it states one
+        out |= {k: data[k] for k in ("goal", "goal_met") if k in data}
+    return out
+
+
+def method(row: dict) -> str:
+    how = "windowed" if "windows" in row else "one call"
+    memory = row.get("ort_memory", "default")
+    return how if memory == "default" else f"{how}, {memory}"
+
+
+def fmt_length(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def ms(s: dict) -> str:
+    return f"{1e3 * s['median']:.1f} [{1e3 * s['p25']:.1f}-{1e3 * s['p75']:.1f}]"
+
+
+def ratio(s: dict | None, fmt: str = "{:.2f}x") -> str:
+    return "" if not s else fmt.format(s["median"]) + f" [{fmt.format(s['p25'])}-{fmt.format(s['p75'])}]"
+
+
+def markdown(r: dict) -> str:
+    env, st = r["environment"], r["settings"]
+    L = [
+        "# Benchmarks",
+        "",
+        f"_Generated by `{r['command']}` on {env['date']}; do not edit by hand. Regenerate with `make bench` "
+        f"(or `python -m bench`); the machine-readable report is `{st['json']}`._",
+        "",
+        f"Machine: {env['cpu_model']}, {env['cpus_usable']} usable cores, {env['mem_total_gib'] or 0:.0f} GiB; "
+        f"onnxruntime {env['onnxruntime']}, torch {env['torch']}, Python {env['python']}, git {env['git']}. "
+        f"Load average at start {env['load_average_at_start']}, at end {r.get('load_average_at_end')}"
+        f"{' (quick run: few repeats, not for quoting)' if st['quick'] else ''}.",
+        "",
+        f"Models: fresh random-init exports (through `export.onnx_export.export_onnx`) with the keywords model's "
+        f"configuration ({st['model_config']}); every resolution has the same backbone, so ratios compare like with "
+        f"like. onnxruntime CPU, intra_op_num_threads={st['threads']}, inter_op_num_threads=1. Timings are medians "
+        f"[p25-p75] of {st['repeats']} samples per model (each about {st['sample_seconds']:g} s of back-to-back calls, "
+        f"after warm-up), all compared models interleaved in one loop; ratios are medians of per-round ratios.",
+        "",
+    ]
+    load = env.get("load_average_at_start") or [0.0]
+    if load[0] > 0.5 * (env.get("cpus_usable") or 1):
+        L += [f"**The machine was busy** (1-minute load average {load[0]:g} on {env['cpus_usable']} cores before "
+              "the run started): absolute times are inflated and spread out; the paired ratios are the figures to "
+              "read, and even they are only indicative. Re-run `make bench` on a quiet machine for numbers to quote.",
+              ""]
+    L += [
+        "## Goals",
+        "",
+        "| Goal | Target | Measured | Met |",
+        "|---|---|---|---|",
+    ]
+    L += [f"| {g['goal']} | {g['target']} | {g['display']} | {'yes' if g['met'] else '**no**'} |" for g in r["goals"]]
+
+    L += ["", f"## 1. Throughput: {st['clip_seconds']:g} s clips, onnxruntime", "",
+          "| Model | Batch | ms per call | audio-s per s | clips per s | speed-up vs full | frontend share of its time |",
+          "|---|---|---|---|---|---|---|"]
+    for batch, rows in r["throughput"].items():
+        for name, row in rows.items():
+            L.append(f"| {name} | {batch} | {ms(row['time_per_call_s'])} | {row['audio_s_per_s']['median']:.0f} | "
+                     f"{row['clips_per_s']['median']:.1f} | {ratio(row.get('speedup_vs_full'))} | "
+                     f"{ratio(row.get('frontend_share'), '{:.1%}')} |")
+    L += ["", "`frontend` is the log-mel frontend alone (waveform -> log-mel, its own ONNX graph); its share of "
+          "`full` is goal 2. `avgpool` and `changehop` are the fixed-resolution baselines at the same delta."]
+
+    e = r.get("eager_vs_ort")
+    if e:
+        L += ["", f"## 2. PyTorch eager vs onnxruntime ({e['model']}, batch 1, {e['seconds']:g} s)", "",
+              "| PyTorch eager ms (no_grad, "
+              f"{e['torch_threads']} threads) | onnxruntime ms | onnxruntime speed-up |", "|---|---|---|",
+              f"| {ms(e['torch_eager_s'])} | {ms(e['onnxruntime_s'])} | {ratio(e['ort_speedup'])} |", "",
+              "PyTorch eager runs hundreds of small ops, each an OpenMP parallel region whose barrier waits for "
+              "every thread: when other processes share the cores it slows down by an order of magnitude and its "
+              "spread explodes (onnxruntime degrades far less), so this ratio is only meaningful on a quiet machine."]
+
+    long = r.get("long_inputs")
+    if long:
+        L += ["", "## 3. Cost per audio-second and peak memory (DiffRes, delta "
+              f"{st['long_delta']:g}, batch 1, each length in a fresh process)", "",
+              "| Input | Method | ms per audio-second | vs 10 s (paired) | peak RSS MB | above baseline MB | input MB |",
+              "|---|---|---|---|---|---|---|"]
+        for row in long["single_call"]:
+            L.append(f"| {fmt_length(row['seconds'])} | {method(row)} | {1e3 * row['time_per_audio_s']['median']:.2f} | "
+                     f"{ratio(row.get('time_per_audio_s_vs_ref'), '{:.2f}')} | {row['peak_rss_mb']:.0f} | "
+                     f"{row['peak_above_baseline_mb']:.0f} | {row['input_mb']:.1f} |")
+        w = long.get("windowed")
+        if w:
+            L.append(f"| {fmt_length(w['seconds'])} | {method(w)} (see below) | {1e3 * w['time_per_audio_s']:.2f} "
+                     f"(wall {1e3 * w['time_per_audio_s_wall']:.2f}) |  | {w['peak_rss_mb']:.0f} | "
+                     f"{w['peak_above_baseline_mb']:.0f} | streamed |")
+            L += ["", f"{fmt_length(w['seconds'])}: {w['method']}; {w['windows']} windows. Its ms per audio-second "
+                  "is the median model time per window (full batches) times the number of windows, over the audio "
+                  "length; in brackets the wall-clock pass, cutting and stacking windows included; "
+                  f"with overlap {w['overlap']:g} every audio-second is computed about {1 / (1 - w['overlap']):.1f} times. "
+                  f"Window length from {st.get('window_seconds_from', '?')}; batch from {st.get('window_batch_from', '?')}."]
+        L += ["", "Peak RSS is `ru_maxrss` of the probe process (numpy + onnxruntime, no torch); the baseline is "
+              f"its RSS after creating the session ({long['single_call'][0]['baseline_max_rss_mb']:.0f} MB). "
+              "The single-call lengths are timed interleaved with a 10 s input in the same process, so the "
+              "'vs 10 s' ratio is paired. `no-mem-pattern` / `no-arena`: the same call with onnxruntime's "
+              "`enable_mem_pattern` / `enable_cpu_mem_arena` off (the default has both on)."]
+
+    prof = r.get("profile") or []
+    if prof:
+        L += ["", "## 4. Where the time goes (onnxruntime profiler, kernel time shares)", "",
+              f"Kernel time summed over {st.get('profile_runs', '?')} profiled calls (after warm-up), by stage and "
+              "by op type. On a busy machine preemptions land on whichever op is running, so small shares are noise.",
+              ""]
+        stages = sorted({s for p in prof for s in p["by_stage"]}, key=lambda s: -max(p["by_stage"].get(s, 0) for p in prof))
+        L += ["| Stage | " + " | ".join(f"{p['model']} b{p['batch']}" for p in prof) + " |",
+              "|---|" + "---|" * len(prof)]
+        for s in stages:
+            L.append(f"| {s} | " + " | ".join(f"{p['by_stage'].get(s, 0):.1%}" for p in prof) + " |")
+        for p in prof:
+            top = list(p["by_op_type"].items())[:6]
+            L.append("")
+            L.append(f"Top op types, {p['model']} batch {p['batch']}: " + ", ".join(f"{k} {v:.1%}" for k, v in top) + ".")
+        L += ["", "Stages come from the exporter's module scopes: `mel` + `compress` is the frontend, "
+              "`resolution.estimator` DiffRes's importance CNN, `resolution.warp` its frame warping "
+              "(normalisation, running integrals, gathers/scatter), `backbone` the CNN classifier."]
+
+    lt = r.get("loadtest", {})
+    L += ["", "## 5. Service vs in-process", ""]
+    if lt.get("present") and lt.get("ratios"):
+        verdict = (f" (the loadtest's goal: {lt['goal']}, met: {'yes' if lt.get('goal_met') else 'no'})"
+                   if "goal" in lt else "")
+        L += [f"From `{lt['path']}` ({lt['date']}){verdict}; see that report for what the ratio divides:", ""]
+        L += [f"- `{k}`: {v}" for k, v in lt["ratios"].items()]
+    elif lt.get("present"):
+        L.append(f"`{lt['path']}` ({lt['date']}) has no ratio field; see the file.")
+    else:
+        L.append(f"No `{lt.get('path', 'reports/loadtest.json')}` yet: {lt.get('note', 'run `make loadtest`')}.")
+    L += ["", f"_Total benchmark time: {r['duration_s']:.0f} s._", ""]
+    return "\n".join(L)

@@ -1,0 +1,82 @@
+"""The benchmark package's plumbing on tiny hand-built ONNX graphs (seconds, no export, no timing
+assertions): timing loop, windowing, memory probe, goals and the generated markdown."""
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from bench import longrun, report, sections
+from bench.models import Exported
+from bench.timing import interleaved, paired_ratio, summary
+
+
+def tiny_model(path: Path, repeats: int = 1) -> Path:
+    """waveform [B, N] -> logits [B, 1]: a mean, optionally after `repeats` element-wise squarings."""
+    nodes, x = [], "waveform"
+    for i in range(repeats):
+        nodes.append(helper.make_node("Mul", [x, x], [f"sq{i}"]))
+        x = f"sq{i}"
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    nodes.append(helper.make_node("ReduceMean", [x, "axes"], ["logits"], keepdims=1))
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("waveform", TensorProto.FLOAT, ["B", "N"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", 1])], [axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_interleaved_takes_every_sample_and_pairs_ratios() -> None:
+    calls = {"a": 0, "b": 0}
+
+    def make(name: str):
+        def fn() -> None:
+            calls[name] += 1
+        return fn
+
+    times = interleaved({"a": make("a"), "b": make("b")}, repeats=4, warmup=1, sample_s=0.001)
+    assert [len(v) for v in times.values()] == [4, 4] and all(t > 0 for v in times.values() for t in v)
+    assert calls["a"] >= 5 and calls["b"] >= 5  # warm-up, then at least one call per sample
+    assert paired_ratio([2.0, 4.0], [1.0, 2.0])["median"] == 2.0
+    assert summary([3.0])["median"] == 3.0
+
+
+@pytest.mark.parametrize("n,win,hop", [(10, 4, 2), (11, 4, 2), (3, 4, 2), (4, 4, 4), (100, 31, 15)])
+def test_windows_cover_the_whole_input(n: int, win: int, hop: int) -> None:
+    starts = list(longrun.window_starts(n, win, hop))
+    assert starts[0] == 0 and starts[-1] + win >= n
+    assert len(starts) == 1 or starts[-2] + win < n  # no window entirely redundant at the end
+
+
+def test_memory_probe_in_a_fresh_process(tmp_path: Path) -> None:
+    path = str(tiny_model(tmp_path / "tiny.onnx"))
+    one = longrun.probe(path, 2.0, 1000, 1, repeats=2, ref_seconds=1.0)
+    assert one["time_per_audio_s_vs_ref"]["n"] == 2 and one["peak_rss_mb"] >= one["baseline_max_rss_mb"] > 0
+    assert one["peak_rss_mb"] < 400  # a fresh process: not the (torch-sized) parent's high-water mark
+    win = longrun.windowed(path, 10.0, 1000, 1, window_s=1.0, overlap=0.5, batch=4)
+    assert win["windows"] == 19 and win["time_per_audio_s"] > 0
+
+
+def test_report_goals_markdown_and_loadtest(tmp_path: Path) -> None:
+    models = [Exported(name, tiny_model(tmp_path / f"{i}.onnx", reps), {}, None)
+              for i, (name, reps) in enumerate([("full", 8), ("diffres@0.5", 4), ("frontend", 1)])]
+    through = sections.throughput(models, [1, 2], 0.5, 1000, 1, repeats=2, sample_s=0.001)
+    assert set(through["2"]["diffres@0.5"]) >= {"speedup_vs_full", "frontend_share", "audio_s_per_s"}
+    long = {"single_call": [longrun.single_call(str(models[1].path), 600.0, 100, 1, 2, 10.0)]}
+    (tmp_path / "loadtest.json").write_text(json.dumps({"date": "2026-01-01", "summary": {"service_ratio": 1.3}}))
+    r = {"command": "python -m bench --quick", "environment": {
+            "date": "now", "cpu_model": "cpu", "cpus_usable": 2, "mem_total_gib": 1.0, "onnxruntime": "x",
+            "torch": "x", "python": "3", "git": "g", "load_average_at_start": [0.0]},
+         "settings": {"json": "reports/bench.json", "quick": True, "model_config": "tiny", "threads": 1,
+                      "repeats": 2, "sample_seconds": 0.001, "clip_seconds": 0.5, "long_delta": 0.5},
+         "throughput": through, "long_inputs": long, "loadtest": report.loadtest_summary(tmp_path / "loadtest.json"),
+         "duration_s": 1.0}
+    r["goals"] = report.goals(r)
+    names = [g["goal"] for g in r["goals"]]
+    assert any("delta 0.5, batch 2" in n for n in names) and any("10 min over 10 s" in n for n in names)
+    assert any("peak RSS" in n for n in names)
+    md = report.markdown(r)
+    assert md.startswith("# Benchmarks") and "make bench" in md and "summary.service_ratio`: 1.3" in md
+    assert report.loadtest_summary(tmp_path / "absent.json")["note"] == "run `make loadtest`"
