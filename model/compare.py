@@ -202,9 +202,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=None, help="override the per-dataset budget")
     p.add_argument("--checkpoints", type=Path, default=Path("runs/compare"), help="where run checkpoints go")
     p.add_argument("--report-only", action="store_true", help="summarise finished runs, train nothing")
+    p.add_argument("--figure-checkpoint", type=Path, default=None,
+                   help="checkpoint for the figure; default: this comparison's diffres-0.5 seed 0 on the first dataset")
+    p.add_argument("--figure-out", type=Path, default=None, help="default: OUT/diffres_clips.png")
     a = p.parse_args(argv)
 
     variants = [v for v in VARIANTS if v.name in a.variants]
+    a.out.mkdir(parents=True, exist_ok=True)
     todo = [(d, v, s) for d in a.data for s in a.seeds for v in variants
             if not (a.out / "runs" / d.name / v.name / f"seed{s}.json").exists()]
     if not a.report_only:
@@ -223,9 +227,9 @@ def main(argv: list[str] | None = None) -> None:
                     throughput[key] = ort_throughput(v, sr, len(labels))
                     tp_path.write_text(json.dumps(throughput, indent=2))
     summarize(a.out, [d.name for d in a.data], throughput)
-    ckpt = a.checkpoints / a.data[0].name / "diffres-0.5" / "seed0" / "best.pt"
+    ckpt = a.figure_checkpoint or a.checkpoints / a.data[0].name / "diffres-0.5" / "seed0" / "best.pt"
     if ckpt.exists():
-        figure(ckpt, a.out / "diffres_clips.png")
+        figure(ckpt, a.figure_out or a.out / "diffres_clips.png")
     print((a.out / "RESULTS.md").read_text())
 
 
