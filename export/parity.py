@@ -9,6 +9,7 @@ import onnxruntime as ort
 import torch
 
 from model.classifier import AudioClassifier, effective_frontend
+from model.config import delta_fraction, frames_out
 from model.data import load_audio
 
 PARITY_SECONDS = (0.2, 0.73, 1.9, 4.41, 17.3, 61.7, 600.0)  # 0.2 s to 10 min; export traced 3.01 s
@@ -44,7 +45,7 @@ def expected_frames_out(model: AudioClassifier, n_samples: int) -> int:
         return n_samples // cfg.frontend.hop_length + 1
     if cfg.resolution == "changehop":
         return n_samples // effective_frontend(cfg).hop_length + 1
-    return cfg.frames_out(n_samples // cfg.frontend.hop_length + 1)
+    return frames_out(n_samples // cfg.frontend.hop_length + 1, delta_fraction(cfg.delta))
 
 
 @torch.no_grad()

@@ -7,12 +7,11 @@ FullResolution behind a frontend whose hop is hop / (1 - delta) (see classifier.
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import torch
 from torch import nn
 
-from .diffres import EPS, Resampled, frames_out, warp_average, warp_mask, warp_max, warp_weights
+from .config import delta_fraction, frames_out
+from .diffres import EPS, Resampled, warp_average, warp_mask, warp_max, warp_weights
 
 
 class FullResolution(nn.Module):
@@ -35,7 +34,7 @@ class UniformPool(nn.Module):
 
     def __init__(self, delta: float, with_max: bool):
         super().__init__()
-        self.fraction = Fraction(delta).limit_denominator(1000)
+        self.fraction = delta_fraction(delta)
         self.with_max = with_max
         self.channels = 2 if with_max else 1
 

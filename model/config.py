@@ -10,6 +10,16 @@ ResolutionKind = Literal["diffres", "full", "avgpool", "avgmaxpool", "changehop"
 CompressionKind = Literal["log", "loglearn"]
 
 
+def delta_fraction(delta: float) -> Fraction:
+    """delta as an exact fraction, so frame counts use integer arithmetic (stays symbolic in ONNX)."""
+    return Fraction(delta).limit_denominator(1000)
+
+
+def frames_out(n_frames: int, delta: Fraction) -> int:
+    """t = T - floor(delta * T) in integer arithmetic (a float-to-int size would freeze in ONNX)."""
+    return n_frames - (n_frames * delta.numerator) // delta.denominator
+
+
 @dataclass
 class FrontendConfig:
     sample_rate: int = 16000
@@ -45,15 +55,6 @@ class ModelConfig:
     backbone_width: int = 32
     dropout: float = 0.2
     clip_norm: bool = False  # subtract each clip's mean log-mel per bin (removes microphone/channel colour)
-
-    @property
-    def delta_fraction(self) -> Fraction:
-        """delta as an exact fraction, so frame counts use integer arithmetic (stays symbolic in ONNX)."""
-        return Fraction(self.delta).limit_denominator(1000)
-
-    def frames_out(self, frames_in: int) -> int:
-        d = self.delta_fraction
-        return frames_in - (frames_in * d.numerator) // d.denominator
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -2,22 +2,22 @@
 
 Everything is vectorised over the batch and written with integer size arithmetic, so the module
 exports to ONNX with symbolic lengths: no python loop over items, no .item(), no data-dependent
-branch. Frame warping scatters each input frame into at most two output frames: O(T * F).
+branch. Frame warping merges each input frame into at most two output frames: O(T * F) time
+and memory, never a dense T x t matrix.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import delta_fraction, frames_out
 from .dsp import sinusoidal_position_code
 
 EPS = 1e-8
-
 
 
 @dataclass
@@ -29,11 +29,6 @@ class Resampled:
     mask: torch.Tensor  # [B, t] 1 where the output frame holds mostly real (non-padded) audio
     guide_loss: torch.Tensor  # scalar
     activeness: torch.Tensor  # scalar
-
-
-def frames_out(n_frames: int, delta: Fraction) -> int:
-    """t = T - floor(delta * T) in integer arithmetic (a float-to-int size would freeze in ONNX)."""
-    return n_frames - (n_frames * delta.numerator) // delta.denominator
 
 
 def normalize_scores(score: torch.Tensor, t: int, eps: float = 1e-4) -> torch.Tensor:
@@ -213,7 +208,7 @@ class DiffRes(nn.Module):
     def __init__(self, n_mels: int, delta: float, channels: int = 64, blocks: int = 3):
         super().__init__()
         self.delta = delta
-        self.fraction = Fraction(delta).limit_denominator(1000)
+        self.fraction = delta_fraction(delta)
         self.estimator = ImportanceEstimator(n_mels, channels, blocks)
 
     def forward(self, x_log: torch.Tensor, mask: torch.Tensor | None = None,
