@@ -6,6 +6,7 @@ Trains every variant x seed on each dataset (speaker held out where names carry 
 writes RESULTS.md, results.json and a figure. Resumable: each finished run leaves a small JSON in
 OUT/runs/<dataset>/<variant>/seed<k>.json (committed with the report) and is skipped next time;
 checkpoints go to --checkpoints, runs/compare/ (not committed). Budget: see EPOCHS; chosen for a 2-core CPU.
+Two workers on different datasets or seeds with --threads 1 share the 2 cores; --report-only re-summarises.
 """
 
 from __future__ import annotations
@@ -67,15 +68,17 @@ def model_config(v: Variant, sample_rate: int) -> ModelConfig:
     return ModelConfig(frontend=front, resolution=v.resolution, delta=v.delta)
 
 
-def run_one(data: Path, v: Variant, seed: int, epochs: int, result_path: Path, checkpoints: Path) -> dict:
+def run_one(data: Path, v: Variant, seed: int, epochs: int, result_path: Path, checkpoints: Path,
+            threads: int = 0) -> dict:
     from .train import train  # torch import deferred: --report-only works without training
 
     sr = native_sample_rate(scan_audio_folder(data)[0])
-    tcfg = TrainConfig(data=str(data), out=str(checkpoints / data.name / v.name / f"seed{seed}"), epochs=epochs, seed=seed)
+    tcfg = TrainConfig(data=str(data), out=str(checkpoints / data.name / v.name / f"seed{seed}"), epochs=epochs, seed=seed,
+                       threads=threads)
     metrics = train(tcfg, model_config(v, sr))
     result = {k: metrics[k] for k in ("val_accuracy", "mean_frames_in", "mean_frames_out", "activeness",
                                       "best_epoch", "wall_time_s", "split", "clip_seconds", "epochs")}
-    result.update(dataset=data.name, variant=asdict(v), seed=seed)
+    result.update(dataset=data.name, variant=asdict(v), seed=seed, threads=threads or "torch default")
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=2))
     return result
@@ -107,11 +110,16 @@ def ort_throughput(v: Variant, sample_rate: int, n_classes: int, repeats: int = 
     return batch / statistics.median(times)
 
 
-def verdict(a: list[float], b: list[float]) -> str:
-    """wins / ties / loses: a mean difference within the seeds' pooled std (or 0.5 points) is a tie."""
-    diff = statistics.mean(a) - statistics.mean(b)
-    spread = max(0.005, ((statistics.pstdev(a) ** 2 + statistics.pstdev(b) ** 2) / 2) ** 0.5)
-    return "ties" if abs(diff) <= spread else ("wins" if diff > 0 else "loses")
+def paired(a: dict[int, float], b: dict[int, float]) -> tuple[str, float, float, int, int]:
+    """Verdict on the seeds both ran (same split, so speaker difficulty cancels): wins / ties / loses.
+
+    A mean paired difference within the differences' std, or under 0.5 points, is a tie.
+    Returns (verdict, mean difference, its std, seeds where a is ahead, seeds compared).
+    """
+    diffs = [a[s] - b[s] for s in sorted(a.keys() & b.keys())]
+    mean, std = statistics.mean(diffs), statistics.pstdev(diffs)
+    result = "ties" if abs(mean) <= max(0.005, std) else ("wins" if mean > 0 else "loses")
+    return result, mean, std, sum(d > 0 for d in diffs), len(diffs)
 
 
 def summarize(out: Path, datasets: list[str], throughput: dict) -> dict:
@@ -135,22 +143,30 @@ def summarize(out: Path, datasets: list[str], throughput: dict) -> dict:
                 "frames_out": statistics.mean(r["mean_frames_out"] for r in runs),
                 "activeness": statistics.mean(r["activeness"] for r in runs),
                 "throughput_clips_s": throughput.get(f"{ds}/{v.name}"),
-                "epochs": runs[0]["epochs"], "split": runs[0]["split"],
+                "epochs": runs[0]["epochs"], "splits": {r["seed"]: r["split"] for r in runs},
             }
         if not rows:
             continue
         summary["datasets"][ds] = rows
-        lines += [f"## {ds} ({next(iter(rows.values()))['split']}, {next(iter(rows.values()))['epochs']} epochs)", "",
+        splits = {seed: split for r in rows.values() for seed, split in r["splits"].items()}
+        split_text = "; ".join(f"seed {seed}: {splits[seed]}" for seed in sorted(splits))
+        lines += [f"## {ds} ({next(iter(rows.values()))['epochs']} epochs; {split_text})", "",
                   "| variant | seeds | accuracy | frames in → backbone | clips/s | activeness |", "|---|---|---|---|---|---|"]
         for name, r in rows.items():
             tp = f"{r['throughput_clips_s']:.0f}" if r["throughput_clips_s"] else "–"
             lines.append(f"| {name} | {len(r['seeds'])} | {100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f} "
                          f"| {r['frames_in']:.0f} → {r['frames_out']:.0f} | {tp} | {r['activeness']:.3f} |")
-        lines += ["", "Verdicts (a difference within the seeds' pooled std, at least 0.5 points, is a tie):", ""]
+        lines += ["", "Verdicts, paired by seed (each seed is one split, shared by every variant): mean accuracy",
+                  "difference ± its std over seeds; within the std, or under 0.5 points, is a tie.", ""]
         for a, b, why in PAIRS:
-            if a in rows and b in rows:
-                d = 100 * (rows[a]["accuracy_mean"] - rows[b]["accuracy_mean"])
-                lines.append(f"- {a} {verdict(rows[a]['accuracy'], rows[b]['accuracy'])} {why} ({b}): {d:+.2f} points")
+            if a in rows and b in rows and set(rows[a]["seeds"]) & set(rows[b]["seeds"]):
+                result, mean, std, ahead, n = paired(dict(zip(rows[a]["seeds"], rows[a]["accuracy"])),
+                                                     dict(zip(rows[b]["seeds"], rows[b]["accuracy"])))
+                summary.setdefault("verdicts", []).append(
+                    {"dataset": ds, "variant": a, "reference": b, "verdict": result, "mean_difference": mean,
+                     "std_difference": std, "seeds_ahead": ahead, "seeds_compared": n})
+                lines.append(f"- {a} **{result}** {why} ({b}): {100 * mean:+.2f} ± {100 * std:.2f} points, "
+                             f"ahead on {ahead} of {n} seeds" + (" (provisional: under 3 seeds)" if n < 3 else ""))
         lines.append("")
     missing = [f"{ds}/{v.name}" for ds in datasets for v in VARIANTS if v.name not in summary["datasets"].get(ds, {})]
     if missing:
@@ -201,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", nargs="+", default=[v.name for v in VARIANTS], choices=[v.name for v in VARIANTS])
     p.add_argument("--epochs", type=int, default=None, help="override the per-dataset budget")
     p.add_argument("--checkpoints", type=Path, default=Path("runs/compare"), help="where run checkpoints go")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per run (0: torch default); 1 lets two workers share 2 cores")
     p.add_argument("--report-only", action="store_true", help="summarise finished runs, train nothing")
     p.add_argument("--figure-checkpoint", type=Path, default=None,
                    help="checkpoint for the figure; default: this comparison's diffres-0.5 seed 0 on the first dataset")
@@ -213,8 +231,11 @@ def main(argv: list[str] | None = None) -> None:
             if not (a.out / "runs" / d.name / v.name / f"seed{s}.json").exists()]
     if not a.report_only:
         for d, v, s in tqdm(todo, desc="compare runs", unit="run"):
+            if (a.out / "runs" / d.name / v.name / f"seed{s}.json").exists():
+                continue  # another worker finished it meanwhile
             epochs = a.epochs or EPOCHS.get(d.name, DEFAULT_EPOCHS)
-            run_one(d, v, s, epochs, a.out / "runs" / d.name / v.name / f"seed{s}.json", a.checkpoints)
+            run_one(d, v, s, epochs, a.out / "runs" / d.name / v.name / f"seed{s}.json", a.checkpoints,
+                    a.threads)
     tp_path = a.out / "throughput.json"
     throughput = json.loads(tp_path.read_text()) if tp_path.exists() else {}
     if not a.report_only:

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from model.compare import main as compare_main
+from model.compare import main as compare_main, paired
 from tests.test_model import write_tone_folder
 
 
@@ -26,3 +26,13 @@ def test_compare_runs_summarises_and_resumes(tmp_path: Path) -> None:
     assert (out / "diffres_clips.png").stat().st_size > 10_000
     compare_main(args)  # resumes: nothing left to train
     assert run.stat().st_mtime_ns == first
+
+
+def test_paired_verdict_uses_shared_seeds_only() -> None:
+    # seed 2 exists only for the variant: it must not enter the comparison
+    result, mean, std, ahead, n = paired({0: 0.80, 1: 0.90, 2: 0.10}, {0: 0.70, 1: 0.85})
+    assert (result, ahead, n) == ("wins", 2, 2)
+    assert abs(mean - 0.075) < 1e-9 and abs(std - 0.025) < 1e-9
+    assert paired({0: 0.70, 1: 0.85}, {0: 0.80, 1: 0.90})[0] == "loses"
+    assert paired({0: 0.803}, {0: 0.80})[0] == "ties"  # under 0.5 points
+    assert paired({0: 0.90, 1: 0.70}, {0: 0.70, 1: 0.80})[0] == "ties"  # +20 and -10: within the std
