@@ -54,6 +54,7 @@ VARIANTS = [
     Variant("full-loglearn", "full", 0.0, compression="loglearn"),
     Variant("diffres-0.5-loglearn", "diffres", 0.5, compression="loglearn"),
 ]
+VARIANT_BY_NAME = {v.name: v for v in VARIANTS}
 # (variant, reference, why the pair matters)
 PAIRS = [(v.name, "full", "vs full resolution") for v in VARIANTS[1:11]] + [
     ("diffres-0.5", "avgpool-0.5", "vs pooling, same frames"), ("diffres-0.5", "avgmaxpool-0.5", "vs pooling, same frames"),
@@ -167,6 +168,12 @@ def summarize(out: Path, datasets: list[str], throughput: dict) -> dict:
                      "std_difference": std, "seeds_ahead": ahead, "seeds_compared": n})
                 lines.append(f"- {a} **{result}** {why} ({b}): {100 * mean:+.2f} ± {100 * std:.2f} points, "
                              f"ahead on {ahead} of {n} seeds" + (" (provisional: under 3 seeds)" if n < 3 else ""))
+        ours = [v["verdict"] for v in summary.get("verdicts", []) if v["dataset"] == ds
+                and VARIANT_BY_NAME[v["variant"]].resolution == "diffres"
+                and VARIANT_BY_NAME[v["reference"]].resolution != "diffres"]
+        if ours:
+            lines += ["", f"In short, DiffRes (every delta and hop above) wins {ours.count('wins')}, "
+                          f"ties {ours.count('ties')} and loses {ours.count('loses')} of its {len(ours)} comparisons with a fixed resolution on {ds}."]
         lines.append("")
     missing = [f"{ds}/{v.name}" for ds in datasets for v in VARIANTS if v.name not in summary["datasets"].get(ds, {})]
     if missing:
