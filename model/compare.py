@@ -64,6 +64,11 @@ PAIRS = [(v.name, "full", "vs full resolution") for v in VARIANTS[1:11]] + [
 ]
 
 
+def run_dir(out: Path, dataset: str, variant: str) -> Path:
+    """Where a variant's finished runs leave seed<k>.json: the record that makes the command resumable."""
+    return out / "runs" / dataset / variant
+
+
 def model_config(v: Variant, sample_rate: int) -> ModelConfig:
     front = FrontendConfig(sample_rate=sample_rate, hop_ms=v.hop_ms, compression=v.compression)
     return ModelConfig(frontend=front, resolution=v.resolution, delta=v.delta)
@@ -133,7 +138,7 @@ def summarize(out: Path, datasets: list[str], throughput: dict) -> dict:
     for ds in datasets:
         rows: dict[str, dict] = {}
         for v in VARIANTS:
-            runs = [json.loads(p.read_text()) for p in sorted((out / "runs" / ds / v.name).glob("seed*.json"))]
+            runs = [json.loads(p.read_text()) for p in sorted(run_dir(out, ds, v.name).glob("seed*.json"))]
             if not runs:
                 continue
             acc = [r["val_accuracy"] for r in runs]
@@ -235,14 +240,14 @@ def main(argv: list[str] | None = None) -> None:
     variants = [v for v in VARIANTS if v.name in a.variants]
     a.out.mkdir(parents=True, exist_ok=True)
     todo = [(d, v, s) for d in a.data for s in a.seeds for v in variants
-            if not (a.out / "runs" / d.name / v.name / f"seed{s}.json").exists()]
+            if not (run_dir(a.out, d.name, v.name) / f"seed{s}.json").exists()]
     if not a.report_only:
         for d, v, s in tqdm(todo, desc="compare runs", unit="run"):
-            if (a.out / "runs" / d.name / v.name / f"seed{s}.json").exists():
+            result_path = run_dir(a.out, d.name, v.name) / f"seed{s}.json"
+            if result_path.exists():
                 continue  # another worker finished it meanwhile
             epochs = a.epochs or EPOCHS.get(d.name, DEFAULT_EPOCHS)
-            run_one(d, v, s, epochs, a.out / "runs" / d.name / v.name / f"seed{s}.json", a.checkpoints,
-                    a.threads)
+            run_one(d, v, s, epochs, result_path, a.checkpoints, a.threads)
     tp_path = a.out / "throughput.json"
     throughput = json.loads(tp_path.read_text()) if tp_path.exists() else {}
     if not a.report_only:
@@ -251,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
             sr = native_sample_rate(clips)
             for v in tqdm(variants, desc=f"throughput {d.name}", unit="variant"):
                 key = f"{d.name}/{v.name}"
-                if key not in throughput and (a.out / "runs" / d.name / v.name).exists():
+                if key not in throughput and run_dir(a.out, d.name, v.name).exists():
                     throughput[key] = ort_throughput(v, sr, len(labels))
                     tp_path.write_text(json.dumps(throughput, indent=2))
     summarize(a.out, [d.name for d in a.data], throughput)
