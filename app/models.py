@@ -18,7 +18,7 @@ import onnxruntime as ort
 from app.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from app.batching import MicroBatcher
 from app.config import Settings
-from app.cpu import available_cpus
+from runtime.cpu import available_cpus
 from app.errors import ModelNotFound, Unavailable
 from app.metrics import Metrics
 

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from app.audio import AudioStream, ClipReader, Whole, WindowCutter, Windows, open_audio
 from app.batching import MicroBatcher
 from app.config import Settings
-from app.cpu import available_cpus, cgroup_cpu_limit
+from runtime.cpu import available_cpus, cgroup_cpu_limit
 from app.errors import BadAudio, Overloaded, PayloadTooLarge
 from app.models import CPU, CUDA, resolve_providers
 from tests.conftest import encode, tone
