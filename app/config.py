@@ -44,7 +44,15 @@ class Settings(BaseSettings):
     batch_size: int = Field(
         default=16, ge=1, le=1024, description="Most inputs per onnxruntime call (and windows in flight per request).")
     batch_wait_ms: float = Field(
-        default=5.0, ge=0, description="How long the batcher waits for more same-shape inputs before running.")
+        default=5.0, ge=0, description="How long the batcher waits for more inputs before running a partial batch.")
+    batch_max_padding: float = Field(
+        default=0.1, ge=0, lt=1, description="Most zero padding per onnxruntime call (share of its samples) "
+                                             "when merging inputs of different lengths.")
+    batch_grid_steps: int = Field(
+        default=8, ge=1, le=64, description="Padded lengths per doubling (a geometric grid anchored at the "
+                                            "window length): bounds padding and the shapes onnxruntime sees.")
+    batch_max_samples: int = Field(
+        default=0, ge=0, description="Most padded samples (rows x length) per call; 0: batch_size windows.")
     queue_limit: int = Field(default=256, ge=1, description="Inputs queued or in flight per model; 503 beyond.")
     max_batch_files: int = Field(default=32, ge=1, description="Most files in one /v1/classify/batch request.")
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After seconds sent with 503.")

@@ -20,9 +20,10 @@ from app.batching import Lease
 from app.config import Settings
 from app.errors import BadAudio
 from app.metrics import Metrics
-from app.models import LoadedModel, ModelOutput
+from app.models import LoadedModel
 from app.schemas import ClassifyResponse, Frames, Prediction, Segment, Timing, Windowing
 from app.uploads import Upload
+from runtime.runner import DEFAULT_OUTPUTS, RowOutput
 
 T = TypeVar("T")
 
@@ -31,6 +32,11 @@ T = TypeVar("T")
 class ClassifyOptions:
     top_k: int = 5
     include_importance: bool = False
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The model outputs this request needs (what the batch call asks onnxruntime for)."""
+        return DEFAULT_OUTPUTS
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -59,7 +65,7 @@ class WindowAggregator:
         self._imp_sum = np.zeros(0)
         self._imp_count = np.zeros(0)
 
-    def add(self, start: int, length: int, out: ModelOutput) -> None:
+    def add(self, start: int, length: int, out: RowOutput) -> None:
         sr = self.model.info.sample_rate
         probs = softmax(out.logits)
         self.prob_sum += probs
@@ -112,22 +118,22 @@ class _Outcome:
     importance: list[float] | None = None
 
 
-async def _classify_whole(lease: Lease[ModelOutput], samples: np.ndarray, model: LoadedModel,
+async def _classify_whole(lease: Lease, samples: np.ndarray, model: LoadedModel,
                           options: ClassifyOptions) -> _Outcome:
-    [out] = await lease.run([samples])
+    [out] = await lease.run([samples], options.outputs)
     probs = softmax(out.logits)
     importance = np.round(out.importance, 5).tolist() if options.include_importance else None
     return _Outcome(top_predictions(probs, model.info.labels, options.top_k), out.frames_in, out.frames_out,
                     importance=importance)
 
 
-async def _classify_windows(lease: Lease[ModelOutput], reader: ClipReader, chunk: Windows | Whole | None,
+async def _classify_windows(lease: Lease, reader: ClipReader, chunk: Windows | Whole | None,
                             model: LoadedModel, options: ClassifyOptions, decode: list[float]) -> _Outcome:
     """Decode the next windows while holding only those in flight; aggregate as results come back."""
     agg = WindowAggregator(model, options)
     while isinstance(chunk, Windows):
         if chunk.windows:
-            outs = await lease.run(chunk.windows)
+            outs = await lease.run(chunk.windows, options.outputs)
             for start, window, out in zip(chunk.starts, chunk.windows, outs, strict=True):
                 agg.add(start, len(window), out)
         chunk = await _timed(decode, reader.next, lease.slots)
@@ -146,9 +152,10 @@ async def classify_upload(upload: Upload, model: LoadedModel, options: ClassifyO
     decode = [0.0]
     snd, info = await _timed(decode, open_audio, upload.file, settings.max_duration_s)
     try:
-        if 0 < info.duration_s < plan.min_duration_s:
+        if info.duration_s is not None and 0 < info.duration_s < plan.min_duration_s:
             raise _too_short(info.duration_s, plan.min_duration_s)
-        long_audio = info.frames * sr / info.sample_rate > plan.long_threshold
+        # No length in the header (browser WebM, streamed FLAC): it may be long, so lease for windows.
+        long_audio = info.frames is None or info.frames * sr / info.sample_rate > plan.long_threshold
         with model.batcher.lease(settings.batch_size if long_audio else 1) as lease:  # 503 before decoding
             stream = AudioStream(snd, info, sr, settings.max_duration_s)
             reader = ClipReader(stream, plan.window, plan.hop, plan.long_threshold)
@@ -185,10 +192,10 @@ def _too_short(duration: float, minimum: float) -> BadAudio:
                     "(DIFFRES_MIN_DURATION_S; default: one analysis window of the model)", code="audio_too_short")
 
 
-async def run_rows(model: LoadedModel, rows: list[np.ndarray]) -> list[ModelOutput]:
-    """Raw tensor rows (OIP infer) through the batcher, in chunks of the lease size."""
-    outputs: list[ModelOutput] = []
+async def run_rows(model: LoadedModel, rows: list[np.ndarray], outputs: tuple[str, ...]) -> list[RowOutput]:
+    """Raw tensor rows (OIP infer, each trimmed to its length) through the batcher, a lease's worth at a time."""
+    results: list[RowOutput] = []
     with model.batcher.lease(len(rows)) as lease:
         for i in range(0, len(rows), lease.slots):
-            outputs.extend(await lease.run(rows[i:i + lease.slots]))
-    return outputs
+            results.extend(await lease.run(rows[i:i + lease.slots], outputs))
+    return results

@@ -9,7 +9,8 @@ from app.batching import BatchStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
+PADDING_BUCKETS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75)
 
 
 class Metrics:
@@ -28,6 +29,13 @@ class Metrics:
                                     ["model"], buckets=WAIT_BUCKETS, registry=r)
         self.batch_size = Histogram("diffres_batch_size", "Inputs per onnxruntime call", ["model"],
                                     buckets=BATCH_BUCKETS, registry=r)
+        self.padding_share = Histogram("diffres_batch_padding_share",
+                                       "Zero padding per onnxruntime call, as a share of its rows x padded length",
+                                       ["model"], buckets=PADDING_BUCKETS, registry=r)
+        self.batch_samples = Counter("diffres_batch_samples_total",
+                                     "Samples sent to onnxruntime (rows x padded length)", ["model"], registry=r)
+        self.batch_padding = Counter("diffres_batch_padding_samples_total",
+                                     "Of diffres_batch_samples_total, zero padding", ["model"], registry=r)
         self.inference = Histogram("diffres_inference_seconds", "Duration of one onnxruntime call", ["model"],
                                    buckets=LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge("diffres_queue_depth", "Inputs waiting for a batch", ["model"], registry=r)
@@ -43,6 +51,9 @@ class Metrics:
 
     def observe_batch(self, model: str, stats: BatchStats, depth: int) -> None:
         self.batch_size.labels(model).observe(stats.size)
+        self.padding_share.labels(model).observe(stats.padding / stats.samples if stats.samples else 0.0)
+        self.batch_samples.labels(model).inc(stats.samples)
+        self.batch_padding.labels(model).inc(stats.padding)
         self.inference.labels(model).observe(stats.run_seconds)
         for wait in stats.queue_waits:
             self.queue_wait.labels(model).observe(wait)

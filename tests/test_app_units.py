@@ -14,11 +14,13 @@ import soundfile as sf
 from pydantic import ValidationError
 
 from app.audio import AudioStream, ClipReader, Whole, WindowCutter, Windows, open_audio
+from app.batch_policy import BatchPolicy, LengthGrid
 from app.batching import MicroBatcher
 from app.config import Settings
 from runtime.cpu import available_cpus, cgroup_cpu_limit
 from app.errors import BadAudio, Overloaded, PayloadTooLarge
-from app.models import CPU, CUDA, resolve_providers
+from runtime.session import CPU, CUDA, resolve_providers
+from runtime.runner import RowOutput
 from tests.conftest import encode, tone
 
 # ---------------------------------------------------------------- CPU quota
@@ -175,31 +177,72 @@ def test_stream_rejects_non_finite_samples() -> None:
 # ---------------------------------------------------------------- batcher
 
 
-def make_batcher(gate: threading.Event | None = None, **kwargs: object) -> tuple[MicroBatcher[float], list[int]]:
+def policy(max_batch: int = 4, max_padding: float = 0.1, anchor: int = 8) -> BatchPolicy:
+    return BatchPolicy(max_batch=max_batch, max_samples=max_batch * anchor * 4, max_padding=max_padding,
+                       grid=LengthGrid(anchor=anchor, steps_per_octave=8))
+
+
+def row_sums(rows: list[np.ndarray]) -> list[RowOutput]:
+    return [RowOutput(np.array([row.sum()]), None, len(row), len(row)) for row in rows]
+
+
+def make_batcher(gate: threading.Event | None = None, max_batch: int = 4, **kwargs: object) -> tuple[MicroBatcher, list[int]]:
     sizes: list[int] = []
 
-    def run(x: np.ndarray) -> list[float]:
+    def run(rows: list[np.ndarray], pad_to: int, outputs: object) -> list[RowOutput]:
         if gate is not None:
             assert gate.wait(10)
-        sizes.append(len(x))
-        return [float(row.sum()) for row in x]
+        sizes.append(len(rows))
+        return row_sums(rows)
 
-    options = {"max_batch": 4, "max_wait_s": 0.5, "queue_limit": 16} | kwargs
-    return MicroBatcher("test", run, **options), sizes  # type: ignore[arg-type]
+    options = {"max_wait_s": 0.5, "queue_limit": 16} | kwargs
+    return MicroBatcher("test", run, policy(max_batch), **options), sizes  # type: ignore[arg-type]
+
+
+def value(results: list[RowOutput]) -> float:
+    [r] = results
+    assert r.logits is not None
+    return float(r.logits[0])
 
 
 @pytest.mark.anyio
-async def test_batcher_groups_same_shape_and_caps_batch_size() -> None:
+async def test_batcher_groups_near_lengths_and_caps_batch_size() -> None:
     batcher, sizes = make_batcher()
     batcher.start()
     leases = [batcher.lease(1) for _ in range(10)]
-    inputs = [np.full(8 if i % 2 else 5, i, np.float32) for i in range(10)]
+    inputs = [np.full(16 if i % 2 else 5, i, np.float32) for i in range(10)]  # 16 vs 5: too far apart to pad
     results = await asyncio.gather(*(lease.run([x]) for lease, x in zip(leases, inputs, strict=True)))
-    assert [r[0] for r in results] == [float(x.sum()) for x in inputs]  # each caller gets its own row
+    assert [value(r) for r in results] == [float(x.sum()) for x in inputs]  # each caller gets its own row
     assert sorted(sizes) == [1, 1, 4, 4]  # 5 of each length, max batch 4
     for lease in leases:
         lease.release()
     await batcher.close()
+
+
+def test_length_grid_is_anchored_geometric_and_bounded() -> None:
+    grid = LengthGrid(anchor=49600, steps_per_octave=8, floor=6200)
+    assert grid.bucket(49600) == 49600 and grid.bucket(49599) == 49600  # windows are never padded
+    assert grid.bucket(1) == grid.bucket(6200) == 6200
+    for n in (6201, 17000, 49601, 148800):
+        b = grid.bucket(n)
+        assert n <= b < n * 2 ** (1 / 8) + 1  # at most one grid step of padding
+    lengths = grid.lengths_up_to(148800)
+    # 3 doublings below the window, 1.58 above it (3 windows), 8 lengths a doubling
+    assert lengths == sorted(set(lengths)) and len(lengths) == 24 + 1 + 13
+
+
+def test_policy_bounds_padding_and_keeps_the_oldest() -> None:
+    from app.batch_policy import choose
+
+    p = BatchPolicy(max_batch=4, max_samples=10**6, max_padding=0.1, grid=LengthGrid(1000, 8))
+    plan = choose([1000, 3000, 990, 1000, 980, 1001], p)
+    assert plan.rows[0] == 0 and len(plan.rows) == 4 and 1 not in plan.rows  # 3000 is too long to pad to
+    lengths = [1000, 3000, 990, 1000, 980, 1001]
+    assert plan.padding_share(lengths) <= 0.1
+    alone = choose([5000, 100], p)  # nothing near the oldest: it runs alone, padded to the grid
+    assert alone.rows == [0] and alone.padded_length == p.grid.bucket(5000)
+    capped = choose([1000] * 4, BatchPolicy(4, 2000, 0.1, LengthGrid(1000, 8)))
+    assert len(capped.rows) == 2  # rows x padded length <= max_samples
 
 
 @pytest.mark.anyio
@@ -215,7 +258,7 @@ async def test_batcher_refuses_at_once_when_full_and_drains_on_close() -> None:
     await asyncio.sleep(0)  # let the three inputs reach the queue (the first batch blocks on the gate)
     closing = asyncio.ensure_future(batcher.close())
     gate.set()
-    assert [r[0] for r in await asyncio.gather(*pending)] == [4.0, 4.0, 4.0]  # queued work still ran
+    assert [value(r) for r in await asyncio.gather(*pending)] == [4.0, 4.0, 4.0]  # queued work still ran
     await closing
     assert sum(sizes) == 3
 
@@ -224,33 +267,33 @@ async def test_batcher_refuses_at_once_when_full_and_drains_on_close() -> None:
 async def test_batcher_survives_a_failing_batch() -> None:
     calls = 0
 
-    def run(x: np.ndarray) -> list[float]:
+    def run(rows: list[np.ndarray], pad_to: int, outputs: object) -> list[RowOutput]:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise RuntimeError("boom")
-        return [0.0] * len(x)
+        return row_sums(rows)
 
-    batcher: MicroBatcher[float] = MicroBatcher("t", run, max_batch=2, max_wait_s=0, queue_limit=4)
+    batcher = MicroBatcher("t", run, policy(2), max_wait_s=0, queue_limit=4)
     batcher.start()
     with batcher.lease(1) as lease:
         with pytest.raises(RuntimeError, match="boom"):
             await lease.run([np.zeros(3, np.float32)])
-        assert await lease.run([np.zeros(3, np.float32)]) == [0.0]
+        assert value(await lease.run([np.zeros(3, np.float32)])) == 0.0
     await batcher.close()
 
 
 @pytest.mark.anyio
 async def test_one_poisoned_input_does_not_fail_its_batch_mates() -> None:
-    def run(x: np.ndarray) -> list[float]:
-        if (x < 0).any():
+    def run(rows: list[np.ndarray], pad_to: int, outputs: object) -> list[RowOutput]:
+        if any((x < 0).any() for x in rows):
             raise ValueError("poison")
-        return [float(row.sum()) for row in x]
+        return row_sums(rows)
 
-    batcher: MicroBatcher[float] = MicroBatcher("t", run, max_batch=3, max_wait_s=5, queue_limit=3)
+    batcher = MicroBatcher("t", run, policy(3), max_wait_s=5, queue_limit=3)
     batcher.start()
     with batcher.lease(3) as lease:
         futures = [asyncio.ensure_future(lease.run([np.full(4, v, np.float32)])) for v in (1, -1, 2)]
         results = await asyncio.gather(*futures, return_exceptions=True)
-    assert results[0] == [4.0] and results[2] == [8.0] and isinstance(results[1], ValueError)
+    assert value(results[0]) == 4.0 and value(results[2]) == 8.0 and isinstance(results[1], ValueError)
     await batcher.close()
