@@ -16,8 +16,10 @@ from pathlib import Path
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from .onnx_export import export_onnx, load_checkpoint, model_metadata
-from .parity import TOLERANCE, check_parity, onnx_accuracy
+from model.checkpoint import load_checkpoint
+
+from .onnx_export import export_onnx, model_metadata
+from .parity import TOLERANCE, check_mixed_batch, check_parity, onnx_accuracy
 
 
 def quantize_int8(fp32_path: Path, out_path: Path) -> None:
@@ -58,13 +60,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"exported {fp32 if not a.quantize else 'fp32 graph'}: onnx.checker passed, opset 18")
         ok = True
         if not a.skip_parity:
-            rows = check_parity(model, str(fp32))
-            print(f"{'seconds':>8} {'batch':>5} {'max|dlogit|':>12} {'frames_in':>9} {'frames_out':>10} {'expected':>8}")
+            rows = check_parity(model, str(fp32)) + check_mixed_batch(model, str(fp32))
+            print(f"{'kind':>5} {'seconds':>8} {'batch':>5} {'max|dlogit|':>12} {'frames_in':>9} {'frames_out':>10} "
+                  f"{'expected':>8}")
             for r in rows:
-                print(f"{r.seconds:8.2f} {r.batch:5d} {r.max_logit_diff:12.2e} {r.frames_in:9d} {r.frames_out:10d} "
-                      f"{r.expected_frames_out:8d} {'ok' if r.ok else 'FAIL'}")
+                print(f"{r.kind:>5} {r.seconds:8.2f} {r.batch:5d} {r.max_logit_diff:12.2e} {r.frames_in:9d} "
+                      f"{r.frames_out:10d} {r.expected_frames_out:8d} {'ok' if r.ok else 'FAIL'}")
             ok = all(r.ok for r in rows)
-            print(f"parity (max |logit difference| <= {TOLERANCE:g}, frames_out = T - floor(delta*T)): "
+            print(f"parity (full: ONNX vs PyTorch; mixed: each row of a padded batch vs itself alone; "
+                  f"max |logit difference| <= {TOLERANCE:g}, frames_out = T - floor(delta*T)): "
                   f"{'passed' if ok else 'FAILED'}")
             report["parity"] = [asdict(r) for r in rows]
         if a.quantize:

@@ -2,8 +2,11 @@
 
 Why this one: plain 3x3 convolutions run as dense GEMMs, which onnxruntime's CPU kernels do near
 peak (depthwise/grouped convs look cheaper on paper but run far below peak on CPU). Frequency is
-halved early, so most work happens on small maps; time is downsampled 4x in total and the output
-mask follows, so padded frames stay out of the masked mean+max pooling at the end. About 1 M
+halved early, so most work happens on small maps; time is downsampled 4x in total.
+
+Rows of a batch are padded at the end to the longest. After every layer whose output a 3x3 conv
+reads, padded positions are zeroed again, so a conv near a row's end reads exactly the zeros it
+reads when the row runs alone; pooling takes each row's real positions only. About 1 M
 multiply-adds per input frame at width 32: the classifier dominates the frontend's cost, and
 DiffRes's frame reduction shows up almost one-for-one in speed.
 """
@@ -25,9 +28,21 @@ class ResBlock(nn.Module):
         self.skip = (nn.Identity() if c_in == c_out and stride == (1, 1) else
                      nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(h)) + self.skip(x))
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """keep: [B, 1, t_out, 1] 1 on each row's real output positions."""
+        h = F.relu(self.bn1(self.conv1(x))) * keep
+        return F.relu(self.bn2(self.conv2(h)) + self.skip(x)) * keep
+
+
+def strided_frames(n_frames: torch.Tensor, stride: int) -> torch.Tensor:
+    """Output length of a kernel-3, padding-1 conv with this time stride: ceil(n / stride)."""
+    return (n_frames + stride - 1) // stride
+
+
+def keep_mask(n_frames: torch.Tensor, size: int, like: torch.Tensor) -> torch.Tensor:
+    """[B, 1, size, 1] 1.0 on each row's first n_frames positions."""
+    valid = torch.arange(size, device=n_frames.device)[None] < n_frames[:, None]
+    return valid.to(like.dtype)[:, None, :, None]
 
 
 class Backbone(nn.Module):
@@ -41,18 +56,25 @@ class Backbone(nn.Module):
         self.input_norm = nn.BatchNorm2d(in_channels)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, w, 3, stride=(1, 2), padding=1, bias=False),
                                   nn.BatchNorm2d(w), nn.ReLU())
-        self.stages = nn.Sequential(
+        self.stages = nn.ModuleList([
             ResBlock(w, w, (self.time_strides[0], 1)),
             ResBlock(w, 2 * w, (self.time_strides[1], 2)),
             ResBlock(2 * w, 4 * w, (self.time_strides[2], 2)),
-        )
+        ])
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(8 * w, n_classes)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = self.stages(self.stem(self.input_norm(x))).mean(-1)  # [B, C, t']
-        # The mask follows the time strides; sized from h itself so export keeps one symbolic length.
-        m = F.interpolate(mask[:, None], size=h.shape[-1], mode="nearest")
+    def forward(self, x: torch.Tensor, n_frames: torch.Tensor) -> torch.Tensor:
+        """x [B, C, t, F] padded at the end; n_frames [B] int64 real frames per row."""
+        keep = keep_mask(n_frames, x.shape[2], x)
+        # where, not a product: whatever sits beyond a row's end (even inf/NaN) must not leak in.
+        h = self.stem(torch.where(keep > 0, self.input_norm(x), 0.0)) * keep
+        for stage, stride in zip(self.stages, self.time_strides):
+            n_frames = strided_frames(n_frames, stride)
+            keep = keep_mask(n_frames, (h.shape[2] + stride - 1) // stride, h)
+            h = stage(h, keep)
+        h = h.mean(-1)  # [B, C, t']
+        m = keep[:, :, :, 0]
         # float64 sum: hour-long inputs pool ~10^5 positions, where float32 drifts by ~1e-3.
         mean = ((h * m).double().sum(-1) / m.double().sum(-1).clamp_min(1.0)).to(h.dtype)
         mx = (h + (m - 1.0) * 1e4).amax(-1)

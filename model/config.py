@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from typing import Literal
+
+from runtime.contract import (changehop_hop_ms, delta_fraction, frames_in,  # noqa: F401 (re-exported)
+                              frames_out, hop_samples)
 
 ResolutionKind = Literal["diffres", "full", "avgpool", "avgmaxpool", "changehop"]
 CompressionKind = Literal["log", "loglearn"]
-
-
-def delta_fraction(delta: float) -> Fraction:
-    """delta as an exact fraction, so frame counts use integer arithmetic (stays symbolic in ONNX)."""
-    return Fraction(delta).limit_denominator(1000)
-
-
-def frames_out(n_frames: int, delta: Fraction) -> int:
-    """t = T - floor(delta * T) in integer arithmetic (a float-to-int size would freeze in ONNX)."""
-    return n_frames - (n_frames * delta.numerator) // delta.denominator
 
 
 @dataclass
@@ -37,7 +29,7 @@ class FrontendConfig:
 
     @property
     def hop_length(self) -> int:
-        return round(self.sample_rate * self.hop_ms / 1000)
+        return hop_samples(self.sample_rate, self.hop_ms)
 
     @property
     def f_max(self) -> float:

@@ -77,20 +77,21 @@ def native_sample_rate(clips: list[Clip]) -> int:
 
 def crop_or_pad(mels: list[torch.Tensor], n_frames: int, rng: np.random.Generator, random_crop: bool
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack [T_i, F] mel powers into [B, n_frames, F] plus a mask (1 real, 0 padding).
+    """Stack [T_i, F] mel powers into [B, n_frames, F], padded at the end, plus each row's real frames [B].
 
-    Longer clips are cropped (randomly in training, centred otherwise); shorter ones padded with
-    zeros at a random (training) or centred offset, i.e. digital silence after log compression.
+    Longer clips are cropped (randomly in training, centred otherwise); shorter ones keep their
+    length and are zero-padded after their end, which the model ignores row by row (each row is
+    classified as if alone), so a clip trains at the resolution it is served at.
     """
     batch = torch.zeros(len(mels), n_frames, mels[0].shape[1])
-    mask = torch.zeros(len(mels), n_frames)
+    lengths = torch.zeros(len(mels), dtype=torch.int64)
     for i, m in enumerate(mels):
-        extra = abs(m.shape[0] - n_frames)
-        offset = int(rng.integers(0, extra + 1)) if random_crop else extra // 2
         if m.shape[0] >= n_frames:
+            extra = m.shape[0] - n_frames
+            offset = int(rng.integers(0, extra + 1)) if random_crop else extra // 2
             batch[i] = m[offset: offset + n_frames]
-            mask[i] = 1.0
+            lengths[i] = n_frames
         else:
-            batch[i, offset: offset + m.shape[0]] = m
-            mask[i, offset: offset + m.shape[0]] = 1.0
-    return batch, mask
+            batch[i, : m.shape[0]] = m
+            lengths[i] = m.shape[0]
+    return batch, lengths

@@ -19,39 +19,62 @@ from .dsp import sinusoidal_position_code
 
 EPS = 1e-8
 
+Rows = torch.Tensor | int  # a per-row count [B] (int64), or one count for every row
+
+
+def valid_frames(n_frames: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, size] bool: True on each row's first n_frames[b] frames (rows are padded at the end)."""
+    return torch.arange(size, device=n_frames.device)[None] < n_frames[:, None]
+
+
+def _column(count: Rows, like: torch.Tensor) -> torch.Tensor:
+    """A per-row count as a float64 [B, 1] column (or [1, 1] for one count): broadcasts against [B, T]."""
+    if isinstance(count, torch.Tensor):
+        return count.to(torch.float64)[:, None]
+    return torch.full((1, 1), float(count), dtype=torch.float64, device=like.device)
+
 
 @dataclass
 class Resampled:
-    """What a resolution module hands the backbone (and the training loss)."""
+    """What a resolution module hands the backbone (and the training loss).
 
-    features: torch.Tensor  # [B, C, t, F]
-    score: torch.Tensor  # [B, T] normalised importance (sums to t, each <= 1)
-    mask: torch.Tensor  # [B, t] 1 where the output frame holds mostly real (non-padded) audio
+    Rows are padded at the end: row b holds frames[b] real output frames (the rest are zero and
+    stay out of the backbone), and its score is 0 beyond its input frames.
+    """
+
+    features: torch.Tensor  # [B, C, t_max, F]
+    score: torch.Tensor  # [B, T] normalised importance (row b sums to frames[b], each <= 1)
+    frames: torch.Tensor  # [B] int64: output frames of each row, t_b = T_b - floor(delta * T_b)
     guide_loss: torch.Tensor  # scalar
     activeness: torch.Tensor  # scalar
 
 
-def normalize_scores(score: torch.Tensor, t: int, eps: float = 1e-4) -> torch.Tensor:
-    """Rescale scores in (0, 1) [B, T] to sum to t with none above 1 (float64 for long inputs).
+def normalize_scores(score: torch.Tensor, t: Rows, valid: torch.Tensor | None = None,
+                     eps: float = 1e-4) -> torch.Tensor:
+    """Rescale scores in (0, 1) [B, T] to sum to t (per row) with none above 1, in float64.
 
     As the paper: scale to sum t; where the max exceeds 1 divide by it; refill the deficit into the
     frames strictly between eps and 1 - eps, in proportion to their room (1 - s). Beyond the
     reference code, a second refill over every frame below 1 closes any deficit left (when too few
-    frames sit strictly inside), so the sum is exactly t for every input.
+    frames sit strictly inside), so the sum is exactly t for every input. Frames outside `valid`
+    (a row's padding) score 0, so each row is normalised as if it were alone.
     """
     # NaN scores (inf/NaN audio) would become index -2^63 downstream and crash the graph.
     s = torch.nan_to_num(score.double(), nan=0.0, posinf=1.0, neginf=0.0)
-    s = s / s.sum(1, keepdim=True).clamp_min(EPS) * t
+    inside = torch.ones_like(s) if valid is None else valid.double()
+    s = s * inside
+    target = _column(t, s)
+    s = s / s.sum(1, keepdim=True).clamp_min(EPS) * target
     s = s / s.amax(1, keepdim=True).clamp_min(1.0)
 
     def refill(s: torch.Tensor, room_mask: torch.Tensor) -> torch.Tensor:
-        deficit = (t - s.sum(1, keepdim=True)).clamp_min(0.0)
+        deficit = (target - s.sum(1, keepdim=True)).clamp_min(0.0)
         room = (1.0 - s) * room_mask
         alpha = (deficit / room.sum(1, keepdim=True).clamp_min(EPS)).clamp(max=1.0)
         return s + alpha * room
 
-    s = refill(s, ((s > eps) & (s < 1.0 - eps)).double())
-    s = refill(s, (s < 1.0).double())
+    s = refill(s, ((s > eps) & (s < 1.0 - eps)).double() * inside)
+    s = refill(s, (s < 1.0).double() * inside)
     return s.clamp(0.0, 1.0)
 
 
@@ -68,20 +91,26 @@ class Warp:
     first: torch.Tensor  # [B, T] int64: the output frame where each frame starts
     first_overlap: torch.Tensor  # [B, T] its overlap with that output frame; the rest spills into the next
     frame_at: torch.Tensor  # [B, t + 1] int64: index of the frame containing position k (T past the end)
-    t: int
+    t: int  # output frames of the longest row (the tensor size)
 
 
-def warp_weights(score: torch.Tensor, t: int) -> Warp:
+def warp_weights(score: torch.Tensor, t: Rows, t_max: int | None = None) -> Warp:
+    """Warp of scores [B, T] onto t output frames (per row; t_max, the largest, sizes the tensors).
+
+    A padded row's trailing zero scores end where its last real frame ends: they add nothing.
+    """
+    t_max = t if t_max is None else t_max
     s = score.double()
     end = torch.cumsum(s, dim=1)  # float64: positions stay exact over 10^5 frames
-    first = torch.floor(end - s).clamp(0, t - 1)
+    last = _column(t, s)
+    first = torch.minimum(torch.floor(end - s), last - 1.0).clamp_min(0.0)
     first_overlap = s - (end - (first + 1.0)).clamp_min(0.0)
     # frame_at[k] = number of frames ending before k, by counting frame ends per cell: the only
     # scatter here is on [B, T] scalars, so sums below need no scatter over features.
-    ends_in = torch.zeros_like(s[:, :1]).expand(-1, t + 1).contiguous()
-    ends_in = ends_in.scatter_add(1, torch.floor(end).clamp(max=t).long(), torch.ones_like(s))
+    ends_in = torch.zeros_like(s[:, :1]).expand(-1, t_max + 1).contiguous()
+    ends_in = ends_in.scatter_add(1, torch.minimum(torch.floor(end), last).long(), torch.ones_like(s))
     frame_at = (torch.cumsum(ends_in, 1) - ends_in).long()
-    return Warp(s, end, first.long(), first_overlap, frame_at, t)
+    return Warp(s, end, first.long(), first_overlap, frame_at, t_max)
 
 
 def _frame_rows(values: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
@@ -140,18 +169,12 @@ def warp_max(values: torch.Tensor, warp: Warp) -> torch.Tensor:
     return torch.maximum(out, spill * spill_share[..., None])
 
 
-def warp_mask(mask: torch.Tensor | None, warp: Warp) -> torch.Tensor:
-    """Output frame valid when at least half of what it merges is real (non-padded) audio."""
-    if mask is None:
-        return warp.score.new_ones(warp.score.shape[0], warp.t).float()
-    return (warp_average(mask[..., None].float(), warp)[..., 0] >= 0.5).float()
-
-
 def guide_loss(score: torch.Tensor, empty: torch.Tensor, delta: float) -> torch.Tensor:
     """Mean score on empty frames, for items whose empty frames score above half the average.
 
     The average normalised score is (1 - delta); the paper stops pushing once empty frames are
-    below half of it. Vectorised: items without empty frames contribute nothing.
+    below half of it. Vectorised: items without empty frames contribute nothing. `empty` must
+    leave out padding (it is no audio, and scores 0 by construction).
     """
     empty = empty.to(score.dtype)
     n_empty = empty.sum(1)
@@ -160,18 +183,20 @@ def guide_loss(score: torch.Tensor, empty: torch.Tensor, delta: float) -> torch.
     return (mean_empty * active).sum() / active.sum().clamp_min(1.0)
 
 
-def activeness(score: torch.Tensor) -> torch.Tensor:
-    """Std over time of the normalised scores, batch mean: 0 means DiffRes acts as uniform pooling."""
-    return score.std(1, correction=0).mean()
+def activeness(score: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Std over each row's real frames of the normalised scores, batch mean: 0 means uniform pooling."""
+    w = valid.to(score.dtype)
+    n = w.sum(1).clamp_min(1.0)
+    mean = (score * w).sum(1) / n
+    return (((score - mean[:, None]) ** 2 * w).sum(1) / n).sqrt().mean()
 
 
-def empty_frames(x_log: torch.Tensor, mask: torch.Tensor | None, masked: torch.Tensor | None,
+def empty_frames(x_log: torch.Tensor, valid: torch.Tensor, masked: torch.Tensor | None,
                  threshold: float = 1e-5) -> torch.Tensor:
-    """[B, T] bool: frames with (almost) no energy, padded frames (mask 0) and SpecAugment-masked ones."""
+    """[B, T] bool: real frames with (almost) no energy or masked by SpecAugment; never padding."""
     empty = x_log.exp().mean(-1) < threshold
-    if mask is not None:
-        empty = empty | (mask < 0.5)
-    return empty if masked is None else empty | masked
+    empty = empty if masked is None else empty | masked
+    return empty & valid
 
 
 class ResidualConv1d(nn.Module):
@@ -186,17 +211,24 @@ class ResidualConv1d(nn.Module):
 
 
 class ImportanceEstimator(nn.Module):
-    """Residual dilated 1-D convs over time, mel bins as channels: works for any n_mels."""
+    """Residual dilated 1-D convs over time, mel bins as channels: works for any n_mels.
+
+    Hidden states are zeroed on padded frames after every layer, so a dilated conv reads zeros
+    there, exactly the zero padding it reads at the end of a row run alone.
+    """
 
     def __init__(self, n_mels: int, channels: int = 64, blocks: int = 3):
         super().__init__()
         self.inp = nn.Sequential(nn.Conv1d(n_mels, channels, 1), nn.BatchNorm1d(channels), nn.ReLU())
-        self.blocks = nn.Sequential(*[ResidualConv1d(channels, 2 ** i) for i in range(blocks)])
+        self.blocks = nn.ModuleList([ResidualConv1d(channels, 2 ** i) for i in range(blocks)])
         self.out = nn.Conv1d(channels, 1, 1)
 
-    def forward(self, x_log: torch.Tensor) -> torch.Tensor:
-        """[B, T, F] log-mel -> [B, T] scores in (0, 1)."""
-        h = self.blocks(self.inp(x_log.transpose(1, 2)))
+    def forward(self, x_log: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """[B, T, F] log-mel, [B, T] valid frames -> [B, T] scores in (0, 1)."""
+        keep = valid[:, None].to(x_log.dtype)
+        h = self.inp(torch.where(valid[..., None], x_log, 0.0).transpose(1, 2)) * keep
+        for block in self.blocks:
+            h = block(h) * keep
         return torch.sigmoid(self.out(h))[:, 0]
 
 
@@ -211,25 +243,29 @@ class DiffRes(nn.Module):
         self.fraction = delta_fraction(delta)
         self.estimator = ImportanceEstimator(n_mels, channels, blocks)
 
-    def forward(self, x_log: torch.Tensor, mask: torch.Tensor | None = None,
+    def forward(self, x_log: torch.Tensor, n_frames: torch.Tensor,
                 masked: torch.Tensor | None = None) -> Resampled:
-        """mask: [B, T] 1 for real audio, 0 for padding; masked: [B, T] bool, SpecAugment time masks."""
-        t = frames_out(x_log.shape[1], self.fraction)
-        score = normalize_scores(self.estimator(x_log), t)  # float64: positions stay exact on long inputs
-        warp = warp_weights(score, t)
-        # Merge in the linear domain (exp, merge, log) as the paper does.
-        x_lin = x_log.exp()
-        pos = sinusoidal_position_code(x_log.shape[1], x_log.shape[2], x_log)
+        """x_log [B, T, F] padded at the end; n_frames [B] int64 real frames per row; masked [B, T]
+        bool, SpecAugment time masks. Row b keeps t_b = T_b - floor(delta * T_b) frames."""
+        valid = valid_frames(n_frames, x_log.shape[1])
+        t = frames_out(n_frames, self.fraction)
+        t_max = frames_out(x_log.shape[1], self.fraction)
+        score = normalize_scores(self.estimator(x_log, valid), t, valid)  # float64: exact on long inputs
+        warp = warp_weights(score, t, t_max)
+        # Merge in the linear domain (exp, merge, log) as the paper does; padding merges as zeros.
+        keep = valid[..., None]
+        x_lin = torch.where(keep, x_log.exp(), 0.0)  # where, not a product: exp may overflow in padding
+        pos = torch.where(keep, sinusoidal_position_code(x_log.shape[1], x_log.shape[2], x_log)[None], 0.0)
         features = torch.stack([
-            torch.log(warp_average(x_lin, warp) + EPS),
-            torch.log(warp_max(x_lin, warp) + EPS),
-            warp_average(pos[None].expand_as(x_log), warp),
+            torch.log(warp_average(x_lin, warp).clamp_min(0.0) + EPS),
+            torch.log(warp_max(x_lin, warp).clamp_min(0.0) + EPS),
+            warp_average(pos, warp),
         ], dim=1)
         score32 = score.to(x_log.dtype)
         return Resampled(
             features=features,
             score=score32,
-            mask=warp_mask(mask, warp),
-            guide_loss=guide_loss(score32, empty_frames(x_log, mask, masked), self.delta),
-            activeness=activeness(score32),
+            frames=t,
+            guide_loss=guide_loss(score32, empty_frames(x_log, valid, masked), self.delta),
+            activeness=activeness(score32, valid),
         )

@@ -49,9 +49,8 @@ def spec_augment(mel: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> t
 def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Batches of clips of similar length (sorted with +-10% jitter), in random order.
 
-    DiffRes keeps t = T - floor(delta * T) frames of whatever it is given: a short clip padded to a
-    long batch would keep nearly all its frames in training but half of them at inference. Similar
-    lengths keep padding, and that mismatch, small.
+    Each row keeps its own t = T_b - floor(delta * T_b) whatever the batch, so this is only about
+    compute: similar lengths waste little on padding.
     """
     order = np.argsort(lengths * rng.uniform(0.9, 1.1, len(lengths)))
     batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
@@ -60,16 +59,16 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
 
 def training_batch(mels: list[list[torch.Tensor]], idx: np.ndarray, max_frames: int, cfg: TrainConfig,
                    rng: np.random.Generator, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mel power [B, T, F] (T: the longest clip, at most max_frames), padding mask, SpecAugment time mask.
+    """Mel power [B, T, F] (T: the longest clip, at most max_frames), real frames per row, SpecAugment time mask.
 
     Each clip comes from a random speed-perturbed copy (mels[copy][clip]), at a random gain.
     """
     chosen = [mels[c][j] for c, j in zip(rng.integers(len(mels), size=len(idx)), idx)]
     n_frames = min(max_frames, max(m.shape[0] for m in chosen))
-    mel, mask = crop_or_pad(chosen, n_frames, rng, random_crop=True)
+    mel, lengths = crop_or_pad(chosen, n_frames, rng, random_crop=True)
     gain = 10 ** (rng.uniform(-cfg.gain_db, cfg.gain_db, (len(idx), 1, 1)) / 10)
     mel, masked = spec_augment(mel * torch.from_numpy(gain).float(), cfg, gen)
-    return mel, mask, masked
+    return mel, lengths, masked
 
 
 @torch.no_grad()
@@ -86,27 +85,33 @@ def compute_mels(model: AudioClassifier, clips: list[Clip], desc: str, speed: fl
 
 
 @torch.no_grad()
-def evaluate(model: AudioClassifier, mels: list[torch.Tensor], labels: list[int], n_classes: int) -> dict:
-    """Accuracy on full-length, unpadded clips, plus frame counts and activeness."""
+def evaluate(model: AudioClassifier, mels: list[torch.Tensor], labels: list[int], n_classes: int,
+             batch_size: int = 32) -> dict:
+    """Accuracy on full-length clips (each row as if alone: padding changes nothing), frames, activeness."""
     model.eval()
     correct = torch.zeros(n_classes)
     total = torch.zeros(n_classes)
     frames_in = frames_out = 0
     active = []
-    for mel, y in zip(mels, labels):
-        logits, r = model.classify(model.compress(mel[None]))
-        correct[y] += float(logits.argmax(1).item() == y)
-        total[y] += 1
-        frames_in += mel.shape[0]
-        frames_out += r.features.shape[2]
-        active.append(float(r.activeness))
+    order = np.argsort([m.shape[0] for m in mels])
+    for start in range(0, len(order), batch_size):
+        idx = order[start: start + batch_size]
+        chosen = [mels[i] for i in idx]
+        mel, lengths = crop_or_pad(chosen, max(m.shape[0] for m in chosen), np.random.default_rng(0), False)
+        logits, r = model.classify(model.compress(mel), lengths)
+        y = torch.tensor([labels[i] for i in idx])
+        correct.index_add_(0, y, (logits.argmax(1) == y).float())
+        total.index_add_(0, y, torch.ones(len(idx)))
+        frames_in += int(lengths.sum())
+        frames_out += int(r.frames.sum())
+        active.append(float(r.activeness) * len(idx))
     per_class = (correct / total.clamp_min(1)).tolist()
     return {
         "accuracy": float(correct.sum() / total.sum()),
         "per_class_accuracy": per_class,
         "mean_frames_in": frames_in / len(mels),
         "mean_frames_out": frames_out / len(mels),
-        "activeness": float(np.mean(active)),
+        "activeness": float(np.sum(active) / len(mels)),
     }
 
 
@@ -155,8 +160,8 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig) -> dict:
         model.train()
         losses = []
         for idx in length_batches(lengths, tcfg.batch_size, rng):
-            mel, mask, masked = training_batch(train_mels, idx, clip_frames, tcfg, rng, gen)
-            logits, r = model.classify(model.compress(mel), mask, masked)
+            mel, n_frames, masked = training_batch(train_mels, idx, clip_frames, tcfg, rng, gen)
+            logits, r = model.classify(model.compress(mel), n_frames, masked)
             loss = F.cross_entropy(logits, y_train[idx]) + tcfg.guide_loss_weight * r.guide_loss
             opt.zero_grad()
             loss.backward()

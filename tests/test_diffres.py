@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from model.config import delta_fraction, frames_out
-from model.diffres import (DiffRes, guide_loss, normalize_scores, warp_average, warp_max,
+from model.diffres import (DiffRes, guide_loss, normalize_scores, valid_frames, warp_average, warp_max,
                            warp_sum, warp_weights)
 
 
@@ -86,26 +86,48 @@ def test_warp_average_and_max_match_dense_reference() -> None:
     torch.testing.assert_close(warp_max(x, warp), (x[:, :, None] * share[..., None]).amax(1))
 
 
+def full_rows(x: torch.Tensor) -> torch.Tensor:
+    return torch.full((x.shape[0],), x.shape[1], dtype=torch.int64)
+
+
 def test_diffres_output_shape_and_channels() -> None:
     for n_mels in (40, 23):  # any n_mels, not just the reference code's 40/64/128
         m = DiffRes(n_mels=n_mels, delta=0.75).eval()
         x = torch.randn(3, 173, n_mels)
-        r = m(x)
+        r = m(x, full_rows(x))
         assert r.features.shape == (3, 3, frames_out(173, Fraction(3, 4)), n_mels)
         assert torch.isfinite(r.features).all()
+        assert r.frames.tolist() == [r.features.shape[2]] * 3
         torch.testing.assert_close(r.score.sum(1), torch.full((3,), float(r.features.shape[2])), atol=1e-4, rtol=0)
 
 
-def test_padded_frames_are_empty_and_masked_out() -> None:
+def test_each_padded_row_is_normalised_to_its_own_t() -> None:
+    """Row b keeps t_b = T_b - floor(delta * T_b) of its own frames; padding scores exactly 0."""
     m = DiffRes(n_mels=16, delta=0.5).eval()
-    x = torch.randn(2, 200, 16)
-    mask = torch.ones(2, 200)
-    mask[1, 120:] = 0  # item 1 is padded after frame 120
-    r = m(x, mask)
-    assert r.mask[0].all()
-    # output frames built mostly from padding are marked invalid, the real ones valid
-    end = torch.cumsum(r.score[1].double(), 0)[119]
-    assert r.mask[1, : int(end) - 1].all() and not r.mask[1, int(end) + 1:].any()
+    x = torch.randn(3, 200, 16)
+    n_frames = torch.tensor([200, 121, 7])
+    r = m(x, n_frames)
+    expected = [frames_out(n, Fraction(1, 2)) for n in (200, 121, 7)]
+    assert r.frames.tolist() == expected and r.features.shape[2] == expected[0]
+    torch.testing.assert_close(r.score.sum(1), torch.tensor(expected, dtype=r.score.dtype), atol=1e-4, rtol=0)
+    assert (r.score[~valid_frames(n_frames, 200)] == 0).all()
+    for b, n in enumerate(n_frames.tolist()):  # and what it keeps is what the row alone keeps
+        alone = m(x[b: b + 1, :n], torch.tensor([n]))
+        torch.testing.assert_close(r.features[b, :, : expected[b]], alone.features[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(r.score[b, :n], alone.score[0], atol=1e-6, rtol=1e-6)
+
+
+def test_padding_content_never_reaches_a_row() -> None:
+    """Whatever sits in the padding (even huge values) changes nothing in the row's real output."""
+    m = DiffRes(n_mels=16, delta=0.5).eval()
+    x = torch.randn(1, 150, 16)
+    noisy = x.clone()
+    noisy[:, 90:] = 1e3 * torch.randn(1, 60, 16)
+    n = torch.tensor([90])
+    a, b = m(x, n), m(noisy, n)
+    t = int(a.frames[0])
+    torch.testing.assert_close(a.features[:, :, :t], b.features[:, :, :t])
+    torch.testing.assert_close(a.score, b.score)
 
 
 def test_guide_loss_counts_only_empty_frames() -> None:
@@ -126,11 +148,12 @@ def test_guide_loss_pushes_masked_frame_scores_down() -> None:
     masked[:, 30:60] = True
     x[masked] = torch.log(torch.tensor(1e-6))  # SpecAugment-masked frames look like silence
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
-    before = m(x, masked=masked).score[masked].mean().item()
+    n = full_rows(x)
+    before = m(x, n, masked=masked).score[masked].mean().item()
     for _ in range(30):
-        r = m(x, masked=masked)
+        r = m(x, n, masked=masked)
         opt.zero_grad()
         r.guide_loss.backward()
         opt.step()
-    after = m.eval()(x, masked=masked).score[masked].mean().item()
+    after = m.eval()(x, n, masked=masked).score[masked].mean().item()
     assert after < 0.5 * before

@@ -30,33 +30,52 @@ def test_dft_conv_frontend_matches_torch_stft(sr: int, n: int) -> None:
     torch.testing.assert_close(mel, ref, rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.parametrize("resolution", ["diffres", "full", "avgpool", "avgmaxpool", "changehop"])
+VARIANTS = ["diffres", "full", "avgpool", "avgmaxpool", "changehop"]
+
+
+def random_model(resolution: str, **kwargs) -> AudioClassifier:
+    """Untrained, with BatchNorm statistics and biases away from (0, 1, 0): padding would show."""
+    torch.manual_seed(0)
+    m = AudioClassifier(ModelConfig(frontend=FrontendConfig(sample_rate=8000, n_mels=32), resolution=resolution,
+                                    n_classes=3, backbone_width=8, **kwargs)).eval()
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+            mod.running_mean.normal_(0, 0.5)
+            mod.running_var.uniform_(0.5, 2)
+            mod.bias.data.normal_(0, 0.5)
+    return m
+
+
+@pytest.mark.parametrize("resolution", VARIANTS)
 def test_every_variant_classifies_any_length(resolution: str) -> None:
-    m = AudioClassifier(ModelConfig(frontend=FrontendConfig(sample_rate=8000), resolution=resolution,
-                                    delta=0.75, n_classes=3)).eval()
+    m = random_model(resolution, delta=0.75)
     for n in (1, 700, 8000, 23456):
-        logits, importance, f_in, f_out = m(torch.randn(2, n))
+        logits, importance, f_in, f_out, logmel = m(torch.randn(2, n))
         assert logits.shape == (2, 3) and torch.isfinite(logits).all()
         assert f_in.dtype == torch.int64 and int(f_in[0]) == n // 80 + 1
         assert 1 <= int(f_out[0]) <= int(f_in[0])
+        assert logmel.shape == (2, importance.shape[1], 32)
 
 
-def test_padding_does_not_change_the_classification() -> None:
-    """Padded frames are kept out of the classifier's pooling: the padding's content is irrelevant."""
-    torch.manual_seed(0)
-    m = AudioClassifier(ModelConfig(frontend=FrontendConfig(sample_rate=8000, n_mels=32), resolution="full",
-                                    n_classes=4)).eval()
-    x = torch.randn(1, 300, 32)
-    mask = torch.ones(1, 300)
-    mask[:, 150:] = 0
-    a = x.clone()
-    b = x.clone()
-    b[:, 200:] += 10 * torch.randn(1, 100, 32)  # beyond the CNN's receptive field from frame 150
-    la, _ = m.classify(a, mask)
-    lb, _ = m.classify(b, mask)
-    torch.testing.assert_close(la, lb)
-    lc, _ = m.classify(b)  # without the mask the padding would count
-    assert (lc - lb).abs().max() > 1e-3
+@pytest.mark.parametrize("resolution", VARIANTS)
+@torch.no_grad()
+def test_each_row_of_a_padded_batch_gives_what_it_gives_alone(resolution: str) -> None:
+    """lengths makes padding invisible: logits, frames, importance and log-mel per row as if run alone."""
+    m = random_model(resolution, delta=0.5, clip_norm=resolution == "avgpool")
+    lengths = [1, 1600, 2417, 8000 * 3 + 5, 700]
+    wave = torch.zeros(len(lengths), max(lengths))
+    for i, n in enumerate(lengths):
+        wave[i, :n] = 0.1 * torch.randn(n)
+    wave[4, 700:] = 5.0  # garbage in the padding must not matter either
+    logits, importance, f_in, f_out, logmel = m(wave, torch.tensor(lengths))
+    for i, n in enumerate(lengths):
+        a_logits, a_imp, a_in, a_out, a_mel = m(wave[i: i + 1, :n])
+        frames = a_imp.shape[1]
+        torch.testing.assert_close(logits[i], a_logits[0], atol=1e-5, rtol=1e-5)
+        assert (int(f_in[i]), int(f_out[i])) == (int(a_in[0]), int(a_out[0]))
+        torch.testing.assert_close(importance[i, :frames], a_imp[0], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(logmel[i, :frames], a_mel[0], atol=1e-5, rtol=1e-5)
+        assert (importance[i, frames:] == 0).all() and (logmel[i, frames:] == 0).all()
 
 
 def write_tone_folder(root: Path, sr: int = 8000) -> None:
