@@ -202,9 +202,9 @@ async def test_not_ready_until_warm_up_finishes(monkeypatch: pytest.MonkeyPatch)
     gate = threading.Event()
     original = LoadedModel.warm_up
 
-    def slow_warm_up(self: LoadedModel, batch_size: int) -> None:
+    def slow_warm_up(self: LoadedModel) -> None:
         assert gate.wait(60)
-        original(self, batch_size)
+        original(self)
 
     monkeypatch.setattr(LoadedModel, "warm_up", slow_warm_up)
     async with serve(ready=False) as s:

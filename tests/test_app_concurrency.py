@@ -20,7 +20,7 @@ async def test_many_simultaneous_requests_are_batched_and_correct() -> None:
     async with serve(batch_size=8, batch_wait_ms=1000, queue_limit=64) as s:
         model = s.app.state.registry.get("keywords")
         signals = [tone(1.0, 16000, freq=f) for f in (220, 440, 880, 1760)]
-        expected = [softmax(model.run_batch(x[None, :])[0].logits) for x in signals]  # one at a time, direct
+        expected = [softmax(model.model.run([x])[0].logits) for x in signals]  # one at a time, direct
         before = (await s.client.get("/metrics")).text
 
         async def post(i: int) -> dict:

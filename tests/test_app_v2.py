@@ -17,9 +17,10 @@ def tensor_request(x: np.ndarray, **extra: object) -> dict:
                         "data": x.ravel().tolist()}], **extra}
 
 
-def direct(served: Served, x: np.ndarray) -> list[np.ndarray]:
-    session = served.app.state.registry.get("keywords").session
-    return session.run(["logits", "importance", "frames_in", "frames_out"], {"waveform": x})
+def direct(served: Served, x: np.ndarray, lengths: np.ndarray | None = None) -> list[np.ndarray]:
+    """The graph run straight on the padded tensor, no batcher: what the endpoint must reproduce."""
+    out = served.app.state.registry.get("keywords").model.run_padded(x, lengths)
+    return [out[k] for k in ("logits", "importance", "frames_in", "frames_out")]
 
 
 async def test_health_and_metadata(served: Served) -> None:
@@ -29,8 +30,10 @@ async def test_health_and_metadata(served: Served) -> None:
     assert (await c.get("/v2/models/keywords/ready")).json() == {"name": "keywords", "ready": True}
     meta = (await c.get("/v2/models/keywords")).json()
     assert meta["name"] == "keywords"
-    assert meta["inputs"] == [{"name": "waveform", "datatype": "FP32", "shape": [-1, -1]}]
-    assert [o["name"] for o in meta["outputs"]] == ["logits", "importance", "frames_in", "frames_out"]
+    assert meta["inputs"] == [{"name": "waveform", "datatype": "FP32", "shape": [-1, -1]},
+                              {"name": "lengths", "datatype": "INT64", "shape": [-1]}]
+    assert meta["parameters"]["optional_inputs"] == ["lengths"]
+    assert [o["name"] for o in meta["outputs"]] == ["logits", "importance", "frames_in", "frames_out", "logmel"]
     assert meta["parameters"]["sample_rate"] == 16000 and len(meta["parameters"]["labels"]) == 6
     assert "binary_tensor_data" in (await c.get("/v2")).json()["extensions"]
 
@@ -121,3 +124,68 @@ async def test_non_finite_and_malformed_bodies(served: Served) -> None:
     r = await served.client.post(url, content=big, headers={"content-type": "application/json"})
     assert r.status_code == 413 and "DIFFRES_MAX_JSON_BYTES" in r.json()["error"]
     assert (await served.client.get("/healthz")).status_code == 200
+
+
+def with_lengths(x: np.ndarray, lengths: list[int], datatype: str = "INT64", shape: list[int] | None = None) -> dict:
+    req = tensor_request(x)
+    req["inputs"].append({"name": "lengths", "shape": shape or [len(lengths)], "datatype": datatype, "data": lengths})
+    return req
+
+
+async def test_lengths_give_each_row_what_it_gives_alone(served: Served) -> None:
+    rows = [tone(0.5, 16000, freq=300), tone(0.21, 16000, freq=900), tone(0.37, 16000, freq=1500)]
+    x = np.zeros((3, 8000), np.float32)
+    for i, row in enumerate(rows):
+        x[i, :len(row)] = row
+    r = await served.client.post("/v2/models/keywords/infer", json=with_lengths(x, [len(row) for row in rows]))
+    assert r.status_code == 200, r.text
+    out = {o["name"]: o for o in r.json()["outputs"]}
+    logits = np.array(out["logits"]["data"]).reshape(3, 6)
+    importance = np.array(out["importance"]["data"]).reshape(out["importance"]["shape"])
+    assert out["importance"]["shape"] == [3, 8000 // 160 + 1]
+    for i, row in enumerate(rows):
+        alone = direct(served, row[None, :])  # unpadded, no lengths: every row full length
+        np.testing.assert_allclose(logits[i], alone[0][0], atol=1e-5)
+        frames = int(alone[2][0])
+        assert out["frames_in"]["data"][i] == frames and out["frames_out"]["data"][i] == int(alone[3][0])
+        np.testing.assert_allclose(importance[i, :frames], alone[1][0], atol=1e-5)
+        assert not importance[i, frames:].any()  # 0 beyond a row's frames, as the graph gives
+
+
+async def test_binary_lengths_and_logmel_on_request(served: Served) -> None:
+    x = np.stack([tone(0.4, 16000), tone(0.4, 16000, freq=600)]).astype("<f4")
+    lengths = np.array([6400, 4000], dtype="<i8")
+    header = json.dumps({
+        "inputs": [{"name": "waveform", "shape": list(x.shape), "datatype": "FP32",
+                    "parameters": {"binary_data_size": x.nbytes}},
+                   {"name": "lengths", "shape": [2], "datatype": "INT64",
+                    "parameters": {"binary_data_size": lengths.nbytes}}],
+        "outputs": [{"name": "logmel", "parameters": {"binary_data": True}}, {"name": "frames_in"}],
+    }).encode()
+    r = await served.client.post("/v2/models/keywords/infer", content=header + x.tobytes() + lengths.tobytes(),
+                                 headers={"content-type": "application/octet-stream",
+                                          "inference-header-content-length": str(len(header))})
+    assert r.status_code == 200, r.text
+    n = int(r.headers["inference-header-content-length"])
+    logmel_meta, frames_meta = json.loads(r.content[:n])["outputs"]
+    assert frames_meta["data"] == [6400 // 160 + 1, 4000 // 160 + 1]
+    logmel = np.frombuffer(r.content[n:], dtype="<f4").reshape(logmel_meta["shape"])
+    assert logmel.shape[:2] == (2, 6400 // 160 + 1)
+    assert logmel[1, 26:].max() == 0 and np.abs(logmel[1, :26]).max() > 0  # row 2 has 26 frames
+
+
+BAD_LENGTHS = [
+    ("zero length", [3, 0], "INT64", None),
+    ("longer than the row", [3, 4], "INT64", None),
+    ("float lengths", [3, 3], "FP32", None),
+    ("one per row", [3], "INT64", None),
+    ("2-d lengths", [3, 3], "INT64", [2, 1]),
+]
+
+
+@pytest.mark.parametrize("name,lengths,datatype,shape", BAD_LENGTHS, ids=[b[0] for b in BAD_LENGTHS])
+async def test_bad_lengths(served: Served, name: str, lengths: list[int], datatype: str, shape: list[int] | None) -> None:
+    x = np.zeros((2, 3), np.float32)
+    r = await served.client.post("/v2/models/keywords/infer", json=with_lengths(x, lengths, datatype, shape))
+    assert r.status_code == 400, r.text
+    assert "lengths" in r.json()["error"]
