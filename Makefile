@@ -7,7 +7,7 @@ SERVE_STAMP := $(VENV)/.serve-installed
 FULL_STAMP := $(VENV)/.full-installed
 LOAD_STAMP := $(VENV)/.load-installed
 
-.PHONY: install install-serve serve test docker docker-smoke docker-ci loadtest bench
+.PHONY: install install-serve serve test docker docker-smoke docker-ci loadtest bench serve-ray triton-repo
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,8 +20,23 @@ $(SERVE_STAMP): $(BIN)/python pyproject.toml
 # torch FIRST and pinned (a CPU wheel); an unpinned torch pulls several GB of CUDA packages.
 $(FULL_STAMP): $(SERVE_STAMP)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[train,test,load]"
+	$(BIN)/pip install -q -e ".[train,test,load,ray,interop]"
 	touch $@
+
+RAY_STAMP := $(VENV)/.ray-installed
+
+# Ray Serve is an optional extra: the plain service and its image never install it.
+$(RAY_STAMP): $(SERVE_STAMP)
+	$(BIN)/pip install -q -e ".[ray]"
+	touch $@
+
+# The service on Ray Serve in the foreground: DIFFRES_PORT, DIFFRES_RAY_REPLICAS (default 2); Ctrl-C stops Ray.
+serve-ray: $(RAY_STAMP)
+	$(BIN)/python -m app.ray_main
+
+# Triton model repository for models/*.onnx in model_repository/ (reads the graphs; no torch).
+triton-repo: $(SERVE_STAMP)
+	$(BIN)/python -m export.triton
 
 # The load test drives the service and onnxruntime only: no torch needed.
 $(LOAD_STAMP): $(SERVE_STAMP)

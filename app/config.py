@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     warmup: bool = Field(default=True, description="Run each model on dummy input before readiness turns true.")
     shutdown_timeout_s: int = Field(default=30, ge=1, description="Grace period for in-flight requests on SIGTERM.")
     log_level: str = Field(default="INFO", description="Log level of the JSON logs.")
+    # Ray Serve (`make serve-ray`, app/ray_main.py); ignored by the plain service.
+    ray_replicas: int = Field(default=2, ge=1, le=256, description="Ray Serve replicas (each its own sessions).")
+    ray_gpus_per_replica: float = Field(
+        default=0.0, ge=0, description="GPUs each Ray replica reserves (1: one GPU each; 0: CPU only).")
+    ray_metrics_port: int = Field(
+        default=8080, ge=1, le=65535, description="Port of Ray's Prometheus endpoint (every replica's metrics).")
 
     @field_validator("providers", mode="before")
     @classmethod

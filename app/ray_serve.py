@@ -1,0 +1,93 @@
+"""The service as a Ray Serve deployment: the same FastAPI app (`create_app`) behind `serve.ingress`.
+
+Each replica builds its own app, so its own onnxruntime sessions and micro-batchers; its
+onnxruntime threads follow the CPUs Ray reserved for it (`ray_actor_options.num_cpus`), so N
+replicas share the machine instead of each sizing itself to all of it. Readiness is Ray's health
+check: a replica counts as started only once its models are warm, and one whose models fail is
+replaced. `build` is the application builder that deploy/ray/serve.yaml, `serve run` and KubeRay's
+RayService import; `python -m app.ray_main` (`make serve-ray`) runs it locally.
+Ray is an optional extra (`pip install .[ray]`): nothing of the plain service imports this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import ray
+from fastapi import FastAPI
+from ray import serve
+from ray.serve import Application
+
+from app.config import Settings
+from app.main import create_app
+from app.ray_metrics import MetricsMirror
+
+log = logging.getLogger("app.ray")
+
+DEPLOYMENT = "DiffRes"
+APP_NAME = "diffres"
+METRICS_SYNC_S = 2.0
+READY_WAIT_S = 300.0  # the first health check waits this long for model loading and warm-up
+
+
+def replica_threads(settings: Settings, reserved_cpus: float) -> int:
+    """onnxruntime intra-op threads of one replica: the explicit setting, else the CPUs Ray reserved (>= 1)."""
+    return settings.intra_op_threads or max(1, int(reserved_cpus))
+
+
+def replica_settings(overrides: dict[str, Any]) -> Settings:
+    """Settings of this replica: environment + overrides, threads sized to this actor's CPU reservation."""
+    settings = Settings(**overrides)
+    reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+    return settings.model_copy(update={"intra_op_threads": replica_threads(settings, reserved)})
+
+
+@serve.deployment(name=DEPLOYMENT)
+@serve.ingress()
+class DiffResReplica:
+    """One replica: its own app, its metrics mirrored into Ray's, healthy once its models are warm."""
+
+    def __init__(self, overrides: dict[str, Any] | None = None) -> None:
+        self._mirror_task: asyncio.Task[None] | None = None
+        self._web: FastAPI | None = None  # `app` is taken: Ray's wrapper exposes the ASGI app under that name
+        self.settings = replica_settings(overrides or {})
+
+    async def __serve_build_asgi_app__(self) -> FastAPI:
+        """Called by Ray after __init__; Ray then runs the app's lifespan (model loading starts)."""
+        self._web = create_app(self.settings)
+        self._mirror_task = asyncio.create_task(self._mirror_metrics(), name="ray-metrics-mirror")
+        log.info("replica app built: %d onnxruntime threads", self.settings.intra_op_threads)
+        return self._web
+
+    async def _mirror_metrics(self) -> None:
+        assert self._web is not None
+        mirror = MetricsMirror(self._web.state.metrics.registry)
+        while True:
+            try:
+                mirror.sync()
+            except Exception:  # metrics must never take the replica down
+                log.exception("copying metrics to Ray failed")
+            await asyncio.sleep(METRICS_SYNC_S)
+
+    async def check_health(self) -> None:
+        """Ray's health check: wait for readiness (first check: the warm-up), fail if loading failed."""
+        assert self._web is not None
+        deadline = asyncio.get_running_loop().time() + READY_WAIT_S
+        while not (registry := self._web.state.registry).ready:
+            if registry.status != "loading" or asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"replica not ready: {registry.status}")
+            await asyncio.sleep(0.2)
+
+    async def __del__(self) -> None:
+        if self._mirror_task is not None:
+            self._mirror_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._mirror_task
+
+
+def build(args: dict[str, Any]) -> Application:
+    """Application builder (`import_path: app.ray_serve:build`); args are Settings overrides, e.g. model_dir."""
+    return DiffResReplica.bind(dict(args))
