@@ -25,7 +25,8 @@ def package_version() -> str:
         return "0.0.0"
 
 
-def model_info(model: AudioClassifier, labels: list[str], clip_seconds: float, name: str = "") -> ModelInfo:
+def model_info(model: AudioClassifier, labels: list[str], clip_seconds: float, name: str = "",
+               background_label: str = "", min_score: float = 0.5) -> ModelInfo:
     """Everything a runtime needs to feed the model and name its outputs (the contract's metadata)."""
     cfg = model.cfg
     digest = hashlib.sha256()
@@ -35,14 +36,17 @@ def model_info(model: AudioClassifier, labels: list[str], clip_seconds: float, n
     info = ModelInfo(name=name, labels=tuple(labels), sample_rate=cfg.frontend.sample_rate, delta=cfg.delta,
                      hop_ms=cfg.frontend.hop_ms, win_ms=cfg.frontend.win_ms, n_mels=cfg.frontend.n_mels,
                      clip_seconds=clip_seconds, frontend=f"logmel-dftconv/{cfg.frontend.compression}",
-                     resolution=cfg.resolution, version=f"{package_version()}+{digest.hexdigest()[:10]}")
+                     resolution=cfg.resolution, version=f"{package_version()}+{digest.hexdigest()[:10]}",
+                     background_label=background_label, min_score=min_score)
     info.check()
     return info
 
 
 def model_metadata(model: AudioClassifier, ckpt: dict) -> dict[str, str]:
     """The ONNX metadata_props of a trained checkpoint."""
-    return model_info(model, ckpt["labels"], ckpt["train_config"]["clip_seconds"]).to_metadata()
+    return model_info(model, ckpt["labels"], ckpt["train_config"]["clip_seconds"],
+                      background_label=ckpt.get("background_label", ""),
+                      min_score=ckpt.get("min_score", 0.5)).to_metadata()
 
 
 def export_onnx(model: AudioClassifier, path: str | Path, metadata: dict[str, str]) -> None:

@@ -39,8 +39,10 @@ DATATYPES = {WAVEFORM: "FP32", LENGTHS: "INT64", LOGITS: "FP32", IMPORTANCE: "FP
 
 RESOLUTIONS = ("diffres", "full", "avgpool", "avgmaxpool", "changehop")
 # Metadata the exporter always writes; a model without one of them is refused, never given defaults.
+# background_label: the label meaning "no target sound" ("" when the model has none); min_score: the
+# default event threshold, chosen on validation data at training time.
 METADATA_KEYS = ("contract", "labels", "sample_rate", "delta", "hop_ms", "win_ms", "n_mels",
-                 "clip_seconds", "frontend", "resolution", "version")
+                 "clip_seconds", "frontend", "resolution", "version", "background_label", "min_score")
 
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 768_000
@@ -93,6 +95,13 @@ class ModelInfo:
     frontend: str
     resolution: str
     version: str
+    background_label: str = ""  # "" when the model has no background class
+    min_score: float = 0.5
+
+    @property
+    def background_index(self) -> int | None:
+        """Index of the background label among the logits, None when the model has none."""
+        return self.labels.index(self.background_label) if self.background_label else None
 
     @property
     def hop(self) -> int:
@@ -129,7 +138,8 @@ class ModelInfo:
             info = cls(name=name, labels=tuple(labels), sample_rate=int(meta["sample_rate"]),
                        delta=float(meta["delta"]), hop_ms=float(meta["hop_ms"]), win_ms=float(meta["win_ms"]),
                        n_mels=int(meta["n_mels"]), clip_seconds=float(meta["clip_seconds"]),
-                       frontend=meta["frontend"], resolution=meta["resolution"], version=meta["version"])
+                       frontend=meta["frontend"], resolution=meta["resolution"], version=meta["version"],
+                       background_label=meta["background_label"], min_score=float(meta["min_score"]))
         except (TypeError, ValueError) as exc:
             raise ContractError(f"model '{name}': malformed metadata: {exc}") from exc
         info.check()
@@ -157,10 +167,15 @@ class ModelInfo:
             fail(f"unknown resolution {self.resolution!r} (known: {', '.join(RESOLUTIONS)})")
         if self.hop < 1:
             fail("hop shorter than one sample")
+        if self.background_label and self.background_label not in self.labels:
+            fail(f"background_label {self.background_label!r} is not one of the labels")
+        if not 0.0 <= self.min_score <= 1.0:
+            fail(f"min_score {self.min_score} outside [0, 1]")
 
     def to_metadata(self) -> dict[str, str]:
         """The metadata_props the exporter writes (inverse of from_metadata)."""
         return {"contract": CONTRACT_VERSION, "labels": json.dumps(list(self.labels)),
                 "sample_rate": str(self.sample_rate), "delta": str(self.delta), "hop_ms": str(self.hop_ms),
                 "win_ms": str(self.win_ms), "n_mels": str(self.n_mels), "clip_seconds": str(self.clip_seconds),
-                "frontend": self.frontend, "resolution": self.resolution, "version": self.version}
+                "frontend": self.frontend, "resolution": self.resolution, "version": self.version,
+                "background_label": self.background_label, "min_score": str(self.min_score)}

@@ -68,7 +68,8 @@ def build(path: Path, *, clip_seconds: float = 0.5, name_version: str = "tiny-1"
     model.ir_version = 9
     meta = {"contract": CONTRACT_VERSION, "labels": json.dumps(list(LABELS)), "sample_rate": str(SAMPLE_RATE),
             "delta": str(DELTA), "hop_ms": str(HOP_MS), "win_ms": "25.0", "n_mels": str(N_MELS),
-            "clip_seconds": str(clip_seconds), "frontend": "tiny", "resolution": "diffres", "version": name_version}
+            "clip_seconds": str(clip_seconds), "frontend": "tiny", "resolution": "diffres", "version": name_version,
+            "background_label": "", "min_score": "0.5"}
     helper.set_model_props(model, meta)
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
