@@ -1,8 +1,8 @@
 """Memory and cost-per-audio-second probe, run as a fresh subprocess per input length so that
 ru_maxrss is this length's peak alone:  python -m bench.longrun MODEL --seconds 600 [...]
 
-Imports numpy and onnxruntime (and, for windowed runs, the service's app.audio), never torch, so the
-baseline RSS is what a service process has. Prints one JSON object on stdout.
+Imports numpy, onnxruntime and runtime/ (the service's runner and window cutter), never torch, so
+the baseline RSS is what a service process has. Prints one JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -22,10 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .ort_session import MEMORY_MODES, session
-from .timing import interleaved, paired_ratio, summary
+from runtime.clock import interleaved, paired_ratio, summary
+from runtime.contract import LOGITS
+from runtime.runner import OnnxModel
 
 MB = 1 << 20
+# onnxruntime memory options (make_session keywords) the probe can try; peak RSS differs a lot on long inputs
+MEMORY_MODES = {"default": {}, "no-mem-pattern": {"mem_pattern": False}, "no-arena": {"cpu_arena": False}}
+
+
+def load(path: str, threads: int, memory: str = "default") -> OnnxModel:
+    return OnnxModel.load(path, providers=["CPUExecutionProvider"], intra_op_threads=threads, **MEMORY_MODES[memory])
 
 
 def max_rss_bytes() -> int:
@@ -53,14 +60,14 @@ def single_call(path: str, seconds: float, sr: int, threads: int, repeats: int, 
                 memory: str = "default") -> dict:
     """One session call on the whole input. When ref_seconds < seconds, the reference length runs
     interleaved with it, so the cost-per-audio-second ratio is paired (and the peak stays this length's)."""
-    sess = session(path, threads, memory=memory)
+    model = load(path, threads, memory)
     base_max, base_cur = max_rss_bytes(), current_rss_bytes()
     x = noise(int(seconds * sr))
-    fns = {"main": lambda: sess.run(["logits"], {"waveform": x})}
+    fns = {"main": lambda: model.run_padded(x, outputs=[LOGITS])}
     paired = ref_seconds is not None and ref_seconds < seconds
     if paired:
         ref = noise(int(ref_seconds * sr), seed=1)
-        fns["ref"] = lambda: sess.run(["logits"], {"waveform": ref})
+        fns["ref"] = lambda: model.run_padded(ref, outputs=[LOGITS])
     times = interleaved(fns, repeats, warmup=1 if seconds >= 60 else 3)  # the first call sizes the arena
     out = {
         "method": "single session call on the whole input",
@@ -100,9 +107,9 @@ def blocks(n: int, tile: np.ndarray, block: int = BLOCK_SAMPLES) -> Iterator[np.
 
 
 def service_windows(n: int, win: int, hop: int, tile: np.ndarray) -> Iterator[np.ndarray] | None:
-    """Windows cut by the service's own streaming cutter (app.audio.WindowCutter), when importable."""
+    """Windows cut by the service's own streaming cutter (runtime.audio.WindowCutter), when importable."""
     try:
-        from app.audio import WindowCutter
+        from runtime.audio import WindowCutter
     except Exception:  # noqa: BLE001 - app missing or broken: the caller falls back to its own loop
         return None
 
@@ -138,19 +145,19 @@ def windowed(path: str, seconds: float, sr: int, threads: int, window_s: float, 
     hop = min(win, max(frame_hop, round(win * (1.0 - overlap) / frame_hop) * frame_hop))
     tile = noise(10 * sr)[0]
     windows = None if own else service_windows(n, win, hop, tile)  # imports app before the baseline
-    cutter = "app.audio.WindowCutter (the service's cutter; last window end-aligned)"
+    cutter = "runtime.audio.WindowCutter (the service's cutter; last window end-aligned)"
     if windows is None:
         windows, cutter = own_windows(n, win, hop, tile), "own loop (last window zero-padded)"
-    sess = session(path, threads, memory=memory)
+    model = load(path, threads, memory)
     base_max, base_cur = max_rss_bytes(), current_rss_bytes()
 
-    sess.run(["logits"], {"waveform": np.zeros((batch, win), np.float32)})  # warm-up at the batch shape
+    model.run_padded(np.zeros((batch, win), np.float32), outputs=[LOGITS])  # warm-up at the batch shape
     call_times, sizes, logits = [], [], []
     t_start = time.perf_counter()
     while group := list(itertools.islice(windows, batch)):
         xb = np.stack(group)
         t0 = time.perf_counter()
-        logits.append(sess.run(["logits"], {"waveform": xb})[0])
+        logits.append(model.run_padded(xb, outputs=[LOGITS])[LOGITS])
         call_times.append(time.perf_counter() - t0)
         sizes.append(len(group))
     wall = time.perf_counter() - t_start
@@ -195,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overlap", type=float, default=0.5)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--own-windowing", action="store_true", help="not the service's cutter even when importable")
-    p.add_argument("--memory", choices=MEMORY_MODES, default="default", help="onnxruntime memory options")
+    p.add_argument("--memory", choices=list(MEMORY_MODES), default="default", help="onnxruntime memory options")
     a = p.parse_args(argv)
     if a.windowed:
         out = windowed(a.model, a.seconds, a.sample_rate, a.threads, a.window_seconds, a.overlap, a.batch, a.memory,

@@ -15,13 +15,15 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from export.onnx_export import EXAMPLE_SECONDS, INPUT, OPSET, export_onnx
+from export.onnx_export import EXAMPLE_SECONDS, OPSET, export_onnx, model_info
 from model.classifier import AudioClassifier
 from model.config import FrontendConfig, ModelConfig
+from runtime.contract import WAVEFORM
 
 # The shipped keywords model: 16 kHz, 64 mels, 10 ms hop, 25 ms window, backbone width 32, 6 labels.
 KEYWORDS_FRONTEND = FrontendConfig(sample_rate=16000, win_ms=25.0, hop_ms=10.0, n_mels=64)
 KEYWORDS_CLASSES = 6
+KEYWORDS_CLIP_SECONDS = 3.0  # metadata only: throughput does not depend on it
 
 
 @dataclass
@@ -43,7 +45,9 @@ def export_classifier(resolution: str, delta: float, out_dir: Path, seed: int = 
     model = AudioClassifier(cfg).eval()
     name = resolution if resolution == "full" else f"{resolution}@{delta:g}"
     path = out_dir / f"{name.replace('@', '_')}.onnx"
-    export_onnx(model, path, {"resolution": resolution, "delta": str(delta), "benchmark": "random-init"})
+    labels = [f"class{i}" for i in range(KEYWORDS_CLASSES)]
+    meta = model_info(model, labels, KEYWORDS_CLIP_SECONDS, name).to_metadata() | {"benchmark": "random-init"}
+    export_onnx(model, path, meta)
     return Exported(name, path, cfg.to_dict(), model)
 
 
@@ -65,7 +69,7 @@ def export_frontend(model: AudioClassifier, out_dir: Path) -> Exported:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            frontend, (example,), None, input_names=[INPUT], output_names=["log_mel"], opset_version=OPSET,
+            frontend, (example,), None, input_names=[WAVEFORM], output_names=["log_mel"], opset_version=OPSET,
             dynamo=True, dynamic_shapes=({0: Dim.DYNAMIC, 1: Dim.DYNAMIC},), optimize=True, verbose=False,
         )
     path = out_dir / "frontend.onnx"

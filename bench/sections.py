@@ -6,15 +6,19 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 
+from runtime.clock import interleaved, paired_ratio, summary
+from runtime.contract import WAVEFORM
+from runtime.runner import OnnxModel
+from runtime.session import make_session
+
 from .models import Exported
-from .ort_session import session
-from .timing import interleaved, paired_ratio, summary
 
 
 def clips(batch: int, seconds: float, sr: int, seed: int = 0) -> np.ndarray:
@@ -28,11 +32,11 @@ def throughput(models: list[Exported], batches: list[int], seconds: float, sr: i
     Speed-ups and the frontend share are per-round ratios against "full" (and the frontend share
     also against DiffRes at each delta), so they are paired measurements.
     """
-    sessions = {m.name: session(m.path, threads) for m in models}
+    runners = {m.name: runner(m, threads) for m in models}
     out: dict = {}
     for batch in batches:
         x = clips(batch, seconds, sr)
-        fns = {name: (lambda s=s: s.run(None, {"waveform": x})) for name, s in sessions.items()}
+        fns = {name: (lambda r=r: r(x)) for name, r in runners.items()}
         times = interleaved(fns, repeats, sample_s=sample_s)
         rows = {}
         for name, ts in times.items():
@@ -48,10 +52,21 @@ def throughput(models: list[Exported], batches: list[int], seconds: float, sr: i
     return out
 
 
+def runner(m: Exported, threads: int, profile_prefix: str | None = None) -> Callable[[np.ndarray], object]:
+    """One call on a full-length batch: contract models through OnnxModel (lengths = every row full),
+    the frontend alone (not a contract graph) on its session."""
+    session = make_session(m.path, providers=["CPUExecutionProvider"], intra_op_threads=threads,
+                           profile_prefix=profile_prefix)
+    if m.name == "frontend":
+        return lambda x: session.run(None, {WAVEFORM: x})
+    model = OnnxModel(session, m.name)
+    return lambda x: model.run_padded(x)
+
+
 def eager_vs_ort(model: Exported, seconds: float, sr: int, threads: int, repeats: int, sample_s: float) -> dict:
     """Batch 1: the PyTorch module (no_grad, `threads` intra-op threads) against its own ONNX export."""
     torch.set_num_threads(threads)
-    sess = session(model.path, threads)
+    run = runner(model, threads)
     x = clips(1, seconds, sr)
     xt = torch.from_numpy(x)
 
@@ -59,7 +74,7 @@ def eager_vs_ort(model: Exported, seconds: float, sr: int, threads: int, repeats
         with torch.no_grad():
             model.model(xt)
 
-    times = interleaved({"torch_eager": eager, "onnxruntime": lambda: sess.run(None, {"waveform": x})},
+    times = interleaved({"torch_eager": eager, "onnxruntime": lambda: run(x)},
                         repeats, sample_s=sample_s)
     return {"model": model.name, "batch": 1, "seconds": seconds, "torch_threads": torch.get_num_threads(),
             "torch_eager_s": summary(times["torch_eager"]), "onnxruntime_s": summary(times["onnxruntime"]),
@@ -92,13 +107,15 @@ def node_stages(path: Path) -> dict[str, str]:
 def profile(model: Exported, batch: int, seconds: float, sr: int, threads: int, runs: int, tmp: Path) -> dict:
     """Kernel time by op type and by model stage, from onnxruntime's profiler (a separate session:
     profiling slows every call, so these are shares, not timings), summed over the profiled runs."""
-    sess = session(model.path, threads, profile_prefix=str(tmp / f"profile_{model.name}_{batch}"))
+    session = make_session(model.path, providers=["CPUExecutionProvider"], intra_op_threads=threads,
+                           profile_prefix=str(tmp / f"profile_{model.name}_{batch}"))
+    onnx_model = OnnxModel(session, model.name)
     x = clips(batch, seconds, sr)
     for _ in range(3):  # warm-up: its events are dropped below
-        sess.run(None, {"waveform": x})
+        onnx_model.run_padded(x)
     for _ in range(runs):
-        sess.run(None, {"waveform": x})
-    profile_path = Path(sess.end_profiling())
+        onnx_model.run_padded(x)
+    profile_path = Path(session.end_profiling())
     events = json.loads(profile_path.read_text())
     runs_seen = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
     start = runs_seen[-runs]["ts"] if len(runs_seen) >= runs else 0

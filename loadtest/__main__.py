@@ -1,10 +1,11 @@
-"""`python -m loadtest` (= `make loadtest`): service throughput under locust vs in-process onnxruntime.
+"""`python -m loadtest` (= `make loadtest`): service throughput under locust vs the in-process ceiling.
 
-Starts the service on 127.0.0.1 and a free port, then alternates in-process baseline slices and
-locust load rounds (baseline, load, baseline, load, ..., baseline), so both sides see the same
-share of whatever else the machine is doing; each load round is compared with the baseline
-slices on either side of it. Bounded in users and time; the server and locust are stopped on
-every exit path. Writes reports/loadtest.json and reports/LOADTEST.md.
+Starts the service on 127.0.0.1 and a free port, then alternates in-process reference slices
+(the same model at batch 16 and batch 1 on 3 s clips, loadtest/inprocess.py) and locust load
+rounds (reference, load, reference, ..., reference), so both sides see the same share of
+whatever else the machine is doing; each load round is compared with the slices on either side
+of it. Bounded in users and time; the server and locust are stopped on every exit path. Writes
+reports/loadtest.json and reports/LOADTEST.md.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-r", "--spawn-rate", type=float, default=16, help="users started per second")
     p.add_argument("-t", "--run-time", type=int, default=60, help="seconds of load in all (default 60)")
     p.add_argument("--rounds", type=int, default=3, help="load rounds, each between two baseline slices (default 3)")
-    p.add_argument("--inproc-seconds", type=float, default=40, help="in-process baseline time in all (default 40)")
+    p.add_argument("--inproc-seconds", type=float, default=40, help="in-process reference time in all (default 40)")
     p.add_argument("--model", default=os.environ.get("DIFFRES_DEFAULT_MODEL", "keywords"))
     p.add_argument("--model-dir", type=Path, default=Path(os.environ.get("DIFFRES_MODEL_DIR", ROOT / "models")))
     p.add_argument("--data", type=Path, help="folder of real clips (default ../shared/data/<model>)")
@@ -67,8 +68,11 @@ def metric_sum(text: str, name: str) -> float:
 def server_metrics(url: str) -> dict[str, Any]:
     text = get(f"{url}/metrics").decode()
     batches = metric_sum(text, "diffres_batch_size_count")
+    samples = metric_sum(text, "diffres_batch_samples_total")
     return {"batches": int(batches),
             "mean_batch_size": round(metric_sum(text, "diffres_batch_size_sum") / batches, 2) if batches else None,
+            "padding_share": round(metric_sum(text, "diffres_batch_padding_samples_total") / samples, 4)
+            if samples else None,
             "rejected_503": int(metric_sum(text, "diffres_rejected_total"))}
 
 
@@ -146,12 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     (work / "locust.log").unlink(missing_ok=True)
 
     from app.config import Settings  # imported late: `--help` needs no onnxruntime
-    from loadtest.inprocess import Baseline, measure
+    from loadtest.inprocess import Reference
 
-    settings = Settings(model_dir=args.model_dir, default_model=args.model)
-    baseline = Baseline(model_path, settings)
+    settings = Settings(model_dir=args.model_dir, default_model=args.model)  # what the server will read
+    reference = Reference(model_path, providers=settings.providers, intra_op_threads=settings.intra_op_threads,
+                          inter_op_threads=settings.inter_op_threads)
     data = args.data or ROOT.parent / "shared" / "data" / args.model
-    clips = cliplib.build(clip_dir, data, baseline.info.sample_rate, n_short=args.short_clips,
+    clips = cliplib.build(clip_dir, data, reference.info.sample_rate, n_short=args.short_clips,
                           n_long=args.long_clips, seed=args.seed)
     source = cliplib.load(clip_dir)[0]
     print(f"{len(clips)} clips from {source}", flush=True)
@@ -167,12 +172,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.users} users, between {args.rounds + 1} in-process slices of {slice_seconds:.0f} s", flush=True)
         meter = CpuMeter(server)
         started = time.time()
+        rss = [server.rss_mb()]
         for i in range(args.rounds + 1):
-            slices.append(measure(baseline, clip_dir, clips, args.long_fraction, slice_seconds, args.seed + i))
+            slices.append(reference.measure(slice_seconds))
             if i < args.rounds:
                 rounds.append(meter.measure(lambda: run_locust(args, server.url, clip_dir, work, load_seconds)))
-                print(f"round {i + 1}/{args.rounds} done", flush=True)
-        metrics = {**server_metrics(server.url), **meter.summary()}
+                rss.append(server.rss_mb())
+                print(f"round {i + 1}/{args.rounds} done; server RSS {rss[-1]} MB", flush=True)
+        metrics = {**server_metrics(server.url), **meter.summary(), "server_rss_mb": rss}
         load_after = os.getloadavg()
 
     windows = [(r["records"], r["start"]) for r in rounds]
@@ -180,15 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     service["rounds"] = [summarize([w], source)["total"] for w in windows]
     result = write_reports(args, service, slices, metrics, started,
                            {"cpus": os.cpu_count(), "load_avg_before": load_before, "load_avg_after": load_after,
-                            "model": str(model_path), "model_version": baseline.info.version,
-                            "model_sample_rate": baseline.info.sample_rate})
+                            "model": str(model_path), "model_version": reference.info.version,
+                            "model_sample_rate": reference.info.sample_rate})
     total = service["total"]
     lat = total["latency_ms"]
     print(f"service: {total['requests_per_s']} req/s, {total['audio_s_per_s']} audio s/s, p50/p95/p99 "
           f"{lat['p50']}/{lat['p95']}/{lat['p99']} ms, {total['failures']} failures of {total['requests']}; "
-          f"in-process: {result['in_process']['audio_s_per_s']} audio s/s; ratio {result['ratio']} "
-          f"(goal {args.goal}: {'met' if result['goal_met'] else 'NOT met'}); "
-          f"per CPU s: {result['cpu_efficiency_ratio']}")
+          f"in-process: batch 16 {result['in_process']['ceiling_audio_s_per_s']}, batch 1 "
+          f"{result['in_process']['batch_1_audio_s_per_s']} audio s/s; ratio to the ceiling {result['ratio']} "
+          f"(goal {args.goal}: {'met' if result['goal_met'] else 'NOT met'}), to batch 1 {result['ratio_vs_batch_1']}; "
+          f"padding share {metrics['padding_share']}, mean batch {metrics['mean_batch_size']}")
     print(f"reports: {args.out / 'LOADTEST.md'}, {args.out / 'loadtest.json'}")
     if total["requests"] == 0 or total["failures"] > args.max_failure_rate * total["requests"]:
         print(f"too many failures: {total['failures']} of {total['requests']}", file=sys.stderr)

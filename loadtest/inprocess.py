@@ -1,85 +1,46 @@
-"""In-process baseline: the same clips through onnxruntime directly, with no HTTP in between.
+"""In-process reference: the same model file, session options and threads as the service, no HTTP.
 
-Uses the service's own pieces (settings, session options, decoder, window plan, ClipReader), so
-the only differences from the service are HTTP, the micro-batcher and concurrency: a short clip
-is one call of batch 1, a long clip's windows go in batches of DIFFRES_BATCH_SIZE. Clips run one
-after another in this thread; onnxruntime uses its intra-op threads as in the service.
+Two figures, timed by the one clock (runtime.clock) in one interleaved loop: the batched ceiling
+(batch 16 of 3 s clips: what the hardware gives when every call is full and nothing is padded)
+and batch 1 (one 3 s clip per call: what a server that never batches could reach at best).
 """
 
 from __future__ import annotations
 
-import io
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from app.audio import AudioStream, ClipReader, Whole, Windows, open_audio
-from app.config import Settings
-from app.models import INPUT, OUTPUTS, ModelInfo, WindowPlan, make_session
-from loadtest.clips import Clip, Mix
+from runtime.clock import interleaved, rates
+from runtime.runner import OnnxModel
+
+CLIP_SECONDS = 3.0
+CEILING_BATCH = 16
 
 
-class Baseline:
-    """One session and window plan, as the service would build them from the same settings."""
+class Reference:
+    """One OnnxModel built as the service builds it, with the clips it times."""
 
-    def __init__(self, model_path: Path, settings: Settings) -> None:
-        self.settings = settings
-        self.session = make_session(model_path, settings)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.info = ModelInfo.from_metadata(model_path.stem, model_path, meta)
-        self.plan = WindowPlan.for_model(self.info, settings)
-        self.infer_s = 0.0
-        rng = np.random.default_rng(0)
-        for rows in sorted({1, settings.batch_size}):  # warm-up, as the service does before readiness
-            self._run((0.01 * rng.standard_normal((rows, self.plan.window))).astype(np.float32))
-        self.infer_s = 0.0
+    def __init__(self, model_path: Path, *, providers: list[str], intra_op_threads: int, inter_op_threads: int,
+                 batch: int = CEILING_BATCH, clip_seconds: float = CLIP_SECONDS) -> None:
+        self.model = OnnxModel.load(model_path, providers=providers, intra_op_threads=intra_op_threads,
+                                    inter_op_threads=inter_op_threads)
+        self.info = self.model.info
+        self.batch, self.clip_seconds = batch, clip_seconds
+        n = round(clip_seconds * self.info.sample_rate)
+        rng = np.random.default_rng(0)  # content does not change the cost of a call
+        self.clips = (0.1 * rng.standard_normal((batch, n))).astype(np.float32)
+        self.threads = intra_op_threads
 
-    def _run(self, batch: np.ndarray) -> None:
-        t = time.perf_counter()
-        self.session.run(list(OUTPUTS), {INPUT: batch})
-        self.infer_s += time.perf_counter() - t
-
-    def classify(self, data: bytes) -> float:
-        """Decode, resample, window and infer one clip; its duration in seconds."""
-        s = self.settings
-        snd, info = open_audio(io.BytesIO(data), s.max_duration_s)
-        try:
-            stream = AudioStream(snd, info, self.info.sample_rate, s.max_duration_s)
-            reader = ClipReader(stream, self.plan.window, self.plan.hop, self.plan.long_threshold)
-            chunk = reader.next(s.batch_size)
-            if isinstance(chunk, Whole):
-                self._run(chunk.samples[None, :])
-            while isinstance(chunk, Windows):
-                if chunk.windows:
-                    self._run(np.stack(chunk.windows))
-                chunk = reader.next(s.batch_size)
-            return stream.frames_read / info.sample_rate
-        finally:
-            snd.close()
-
-
-def measure(baseline: Baseline, clip_dir: Path, clips: list[Clip], long_fraction: float,
-            budget_s: float, seed: int = 0) -> dict[str, Any]:
-    """Clips of the load test's mix, one after another, for about `budget_s` seconds."""
-    data = {c.name: (clip_dir / c.file).read_bytes() for c in clips}
-    mix = Mix(clips, long_fraction, seed, exact=True)
-    baseline.infer_s = 0.0
-    counts = {"short": 0, "long": 0}
-    audio = 0.0
-    cpu = time.process_time()
-    start = time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < budget_s or not any(counts.values()):
-        clip = mix.next()
-        audio += baseline.classify(data[clip.name])
-        counts[clip.kind] = counts.get(clip.kind, 0) + 1
-    cpu = time.process_time() - cpu
-    n = sum(counts.values())
-    return {"clips": n, "by_kind": counts, "seconds": round(elapsed, 2), "audio_seconds": round(audio, 1),
-            "clips_per_s": round(n / elapsed, 2), "audio_s_per_s": round(audio / elapsed, 2),
-            "cpu_seconds": round(cpu, 2), "audio_s_per_cpu_s": round(audio / cpu, 2) if cpu else None,
-            "inference_share": round(baseline.infer_s / elapsed, 3),
-            "intra_op_threads": baseline.settings.intra_op_threads or "auto",
-            "onnxruntime": ort.__version__}
+    def measure(self, budget_s: float, sample_s: float = 0.5) -> dict[str, Any]:
+        """Audio-seconds per second at batch 1 and at the ceiling batch, interleaved for about `budget_s`."""
+        one, full = self.clips[:1], self.clips
+        fns = {"batch_1": lambda: self.model.run_padded(one), f"batch_{self.batch}": lambda: self.model.run_padded(full)}
+        repeats = max(2, round(budget_s / (len(fns) * sample_s)))
+        times = interleaved(fns, repeats, warmup=2, sample_s=sample_s)
+        audio = {"batch_1": self.clip_seconds, f"batch_{self.batch}": self.batch * self.clip_seconds}
+        return {"clip_seconds": self.clip_seconds, "repeats": repeats, "sample_s": sample_s,
+                "audio_s_per_s": rates(times, audio), "intra_op_threads": self.threads or "auto",
+                "onnxruntime": ort.__version__}

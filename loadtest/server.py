@@ -74,6 +74,17 @@ class Server:
             return None
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def rss_mb(self) -> float | None:
+        """Resident memory of the server process now (Linux /proc; None elsewhere)."""
+        try:
+            assert self.proc is not None
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+        except (OSError, AssertionError):
+            pass
+        return None
+
     def stop(self) -> None:
         """SIGTERM (graceful drain), then SIGKILL if it is still there after 30 s."""
         if self.proc is None or self.proc.poll() is not None:

@@ -1,5 +1,8 @@
-"""Interleaved timing: compared callables run in the same loop, so drift (thermal, a neighbour's
-job) lands on all of them, and ratios are taken per round before the median."""
+"""The one clock: every speed figure (bench, load test, comparison) is timed here.
+
+Interleaved timing: compared callables run in the same loop, so drift (thermal, a neighbour's
+job) lands on all of them, and ratios are taken per round before the median.
+"""
 
 from __future__ import annotations
 
@@ -53,3 +56,8 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int 
 def paired_ratio(num: list[float], den: list[float]) -> dict[str, float]:
     """Summary of per-round num/den: both were timed in the same round, under the same load."""
     return summary([a / b for a, b in zip(num, den)])
+
+
+def rates(times: dict[str, list[float]], work: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Per-second rates (e.g. audio-seconds per second) from seconds per call and the work one call does."""
+    return {name: summary([work[name] / t for t in ts]) for name, ts in times.items()}

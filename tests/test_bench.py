@@ -10,11 +10,13 @@ from onnx import TensorProto, helper
 
 from bench import longrun, report, sections
 from bench.models import Exported
-from bench.timing import interleaved, paired_ratio, summary
+from runtime.clock import interleaved, paired_ratio, summary
+from tests.tiny_model import build as contract_model
 
 
-def tiny_model(path: Path, repeats: int = 1) -> Path:
-    """waveform [B, N] -> logits [B, 1]: a mean, optionally after `repeats` element-wise squarings."""
+def tiny_frontend(path: Path, repeats: int = 1) -> Path:
+    """waveform [B, N] -> [B, 1], not a contract graph (like the frontend alone): a mean, optionally
+    after `repeats` element-wise squarings."""
     nodes, x = [], "waveform"
     for i in range(repeats):
         nodes.append(helper.make_node("Mul", [x, x], [f"sq{i}"]))
@@ -51,7 +53,7 @@ def test_windows_cover_the_whole_input(n: int, win: int, hop: int) -> None:
 
 
 def test_memory_probe_in_a_fresh_process(tmp_path: Path) -> None:
-    path = str(tiny_model(tmp_path / "tiny.onnx"))
+    path = str(contract_model(tmp_path / "tiny.onnx"))
     one = longrun.probe(path, 2.0, 1000, 1, repeats=2, ref_seconds=1.0)
     assert one["time_per_audio_s_vs_ref"]["n"] == 2 and one["peak_rss_mb"] >= one["baseline_max_rss_mb"] > 0
     assert one["peak_rss_mb"] < 400  # a fresh process: not the (torch-sized) parent's high-water mark
@@ -60,8 +62,9 @@ def test_memory_probe_in_a_fresh_process(tmp_path: Path) -> None:
 
 
 def test_report_goals_markdown_and_loadtest(tmp_path: Path) -> None:
-    models = [Exported(name, tiny_model(tmp_path / f"{i}.onnx", reps), {}, None)
-              for i, (name, reps) in enumerate([("full", 8), ("diffres@0.5", 4), ("frontend", 1)])]
+    models = [Exported(name, contract_model(tmp_path / f"{i}.onnx"), {}, None)
+              for i, name in enumerate(["full", "diffres@0.5"])]
+    models.append(Exported("frontend", tiny_frontend(tmp_path / "frontend.onnx"), {}, None))
     through = sections.throughput(models, [1, 2], 0.5, 1000, 1, repeats=2, sample_s=0.001)
     assert set(through["2"]["diffres@0.5"]) >= {"speedup_vs_full", "frontend_share", "audio_s_per_s"}
     long = {"single_call": [longrun.single_call(str(models[1].path), 600.0, 100, 1, 2, 10.0)]}
