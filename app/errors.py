@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from runtime.errors import AudioError, AudioTooLong, AudioTooShort
+
 log = logging.getLogger("app.errors")
 
 OIP_PREFIX = "/v2"
@@ -71,6 +73,25 @@ class Overloaded(Unavailable):
     code = "overloaded"
 
 
+# The decoder's domain errors -> HTTP: what is too long is 413 like an oversized upload, the rest 400.
+AUDIO_STATUS: dict[type[AudioError], int] = {AudioTooLong: 413}
+# Which setting moves the limit the client ran into.
+AUDIO_HINT: dict[type[AudioError], str] = {
+    AudioTooLong: " (DIFFRES_MAX_DURATION_S)",
+    AudioTooShort: " (DIFFRES_MIN_DURATION_S; default: one analysis window of the model)",
+}
+
+
+def api_error(exc: ApiError | AudioError) -> ApiError:
+    """The one mapping of runtime errors to HTTP errors (the batch route reports them per file too)."""
+    if isinstance(exc, ApiError):
+        return exc
+    kind = type(exc)
+    status = next((s for k, s in AUDIO_STATUS.items() if issubclass(kind, k)), 400)
+    hint = next((h for k, h in AUDIO_HINT.items() if issubclass(kind, k)), "")
+    return ApiError(exc.message + hint, code=exc.code, status=status)
+
+
 def error_response(request: Request, status: int, code: str, message: str,
                    headers: dict[str, str] | None = None, details: list[dict[str, Any]] | None = None) -> JSONResponse:
     """Render an error; the OIP routes get the protocol's `{"error": "<message>"}` with the code beside it."""
@@ -101,6 +122,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(request, exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(AudioError)
+    async def _audio_error(request: Request, exc: AudioError) -> JSONResponse:
+        mapped = api_error(exc)
+        return error_response(request, mapped.status, mapped.code, mapped.message)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

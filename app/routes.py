@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from app.config import Settings
-from app.errors import ApiError, InvalidParameters, error_response
+from app.errors import ApiError, InvalidParameters, api_error, error_response
 from app.inference import ClassifyOptions, classify_upload
 from app.metrics import Metrics
 from app.models import ModelRegistry
@@ -29,6 +29,7 @@ from app.schemas import (
     Timing,
 )
 from app.uploads import Body, Upload, receive_body
+from runtime.errors import AudioError
 
 log = logging.getLogger("app.routes")
 router = APIRouter()
@@ -128,9 +129,10 @@ async def classify_batch(request: Request, params: Annotated[ClassifyParams, Que
         async def one(index: int, upload: Upload) -> BatchItem:
             try:
                 result = await classify_upload(upload, model, options, settings, metrics, started)
-            except ApiError as exc:
-                return BatchItem(index=index, filename=upload.filename, status=exc.status,
-                                 error=ErrorDetail(code=exc.code, message=exc.message))
+            except (ApiError, AudioError) as exc:
+                err = api_error(exc)
+                return BatchItem(index=index, filename=upload.filename, status=err.status,
+                                 error=ErrorDetail(code=err.code, message=err.message))
             except Exception:  # a bug on one file must not lose the others' results
                 log.exception("file %d (%s) of a batch failed", index, upload.filename)
                 return BatchItem(index=index, filename=upload.filename, status=500,

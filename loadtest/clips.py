@@ -1,7 +1,8 @@
 """The clip set of a load test, shared by the locust users and the in-process baseline.
 
 Short clips are real files posted as they are (FLAC/WAV bytes, 1-5 s keyword clips); long ones
-(10-30 s) are real clips decoded, concatenated and re-encoded as FLAC, so the service windows them.
+(10-30 s) are real clips decoded by the service's decoder (runtime.audio, at the model's rate),
+concatenated and re-encoded as FLAC, so the service windows them.
 Without the data folder both kinds are generated (noise plus chirps), so the test still runs.
 The set is written to a folder with a manifest, so the locust process reads exactly the same bytes.
 """
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from runtime.audio import load_audio
 
 AUDIO_EXTS = (".flac", ".wav")
 MANIFEST = "manifest.json"
@@ -71,15 +74,11 @@ def build(out_dir: Path, data_dir: Path | None, sample_rate: int, *, n_short: in
         for i in range(n_long):
             target = rng.uniform(*long_s)
             parts: list[np.ndarray] = []
-            total, rate = 0.0, 0
+            total = 0.0
             while total < target:
-                x, sr = sf.read(str(pick.choice(files)), dtype="float32", always_2d=True)
-                if rate and sr != rate:
-                    continue  # concatenate clips of one rate only
-                rate = sr
-                parts.append(x.mean(axis=1))
-                total += len(x) / sr
-            add(f"long-{i:02d}.flac", _encode_flac(np.concatenate(parts), rate), total, "long")
+                parts.append(load_audio(pick.choice(files), sample_rate))  # the service's decoder
+                total += len(parts[-1]) / sample_rate
+            add(f"long-{i:02d}.flac", _encode_flac(np.concatenate(parts), sample_rate), total, "long")
     else:
         for i in range(n_short):
             seconds = rng.uniform(1.0, 3.0)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 import torch
+
+from runtime.audio import load_audio  # noqa: F401 - the one decoder: training reads audio as the service does
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
 SPEAKER_NAME = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>[^_]+)_(?P<index>\d+)$")
@@ -59,15 +60,6 @@ def split_clips(clips: list[Clip], val_fraction: float, seed: int, holdout_speak
         val += group[:n_val]
         train += group[n_val:]
     return train, val, None
-
-
-def load_audio(path: str, sample_rate: int) -> np.ndarray:
-    """Mono float32 at sample_rate."""
-    audio, sr = sf.read(path, dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    if sr != sample_rate:
-        audio = soxr.resample(audio, sr, sample_rate).astype(np.float32)
-    return audio
 
 
 def native_sample_rate(clips: list[Clip]) -> int:

@@ -13,12 +13,13 @@ import pytest
 import soundfile as sf
 from pydantic import ValidationError
 
-from app.audio import AudioStream, ClipReader, Whole, WindowCutter, Windows, open_audio
 from app.batch_policy import BatchPolicy, LengthGrid
 from app.batching import MicroBatcher
 from app.config import Settings
 from runtime.cpu import available_cpus, cgroup_cpu_limit
-from app.errors import BadAudio, Overloaded, PayloadTooLarge
+from app.errors import Overloaded
+from runtime.audio import AudioStream, ClipReader, Whole, WindowCutter, Windows, open_audio
+from runtime.errors import AudioTooLong, NonFiniteAudio, TruncatedAudio
 from runtime.session import CPU, CUDA, resolve_providers
 from runtime.runner import RowOutput
 from tests.conftest import encode, tone
@@ -158,9 +159,9 @@ def test_clip_reader_long_clip_streams_windows_in_bounded_memory(tmp_path: Path)
 
 def test_open_audio_rejects_truncated_and_lying_headers() -> None:
     data = encode(tone(2.0, 16000), 16000)
-    with pytest.raises(BadAudio, match="truncated"):
+    with pytest.raises(TruncatedAudio, match="truncated"):
         open_bytes(data[: len(data) // 2])
-    with pytest.raises(PayloadTooLarge, match="limit"):
+    with pytest.raises(AudioTooLong, match="limit"):
         open_bytes(data, max_s=1.0)
 
 
@@ -169,7 +170,7 @@ def test_stream_rejects_non_finite_samples() -> None:
     x[100] = np.inf
     snd, info = open_bytes(encode(x, 16000, subtype="FLOAT"))
     stream = AudioStream(snd, info, 16000, 3600)
-    with pytest.raises(BadAudio, match="NaN or Inf"):
+    with pytest.raises(NonFiniteAudio, match="NaN or Inf"):
         while stream.read() is not None:
             pass
 
