@@ -1,8 +1,9 @@
 """python -m bench [--quick] [--repeats N]: writes reports/bench.json and BENCHMARKS.md.
 
-1. onnxruntime throughput on 3 s clips, batch 1 and 8: DiffRes vs full resolution (same backbone)
-   at delta 0.5 and 0.75, with AvgPool and ChangeHopSize for context; the frontend alone is timed
-   in the same loop for its share of the full model's time.
+1. onnxruntime throughput on 3 s clips, batch 1 and 8: every variant of the comparison
+   (compare/variants.py: full resolution, DiffRes, pooling and hop baselines, same backbone) in
+   one interleaved loop, the frontend alone too for its share of the full model's time. The
+   comparison's speed table (README, reports/compare/RESULTS.md) quotes this section.
 2. PyTorch eager vs onnxruntime, batch 1 (DiffRes).
 3. Cost per audio-second and peak RSS from 1 s to 10 min (one call each, fresh process per length),
    and 1 h run as the service does (overlapping clip-length windows, batched).
@@ -19,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from compare.variants import VARIANT_BY_NAME, VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,14 +52,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="smoke run (~1 min): delta 0.5 only, no baselines, 3 repeats, lengths up to 10 s, 60 s windowed")
-    p.add_argument("--repeats", type=int, default=None, help="timed samples per model (default 15, quick 3)")
+                   help="smoke run (~1 min): full and diffres-0.5 only, 3 repeats, lengths up to 10 s, 60 s windowed")
+    p.add_argument("--repeats", type=int, default=None, help="timed samples per model (default 11, quick 3)")
     p.add_argument("--sample-seconds", type=float, default=None,
                    help="each sample averages calls lasting about this long (default 0.2, quick 0.05)")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads and torch threads")
-    p.add_argument("--deltas", type=float, nargs="+", default=None, help="default 0.5 0.75 (quick 0.5)")
-    p.add_argument("--baselines", nargs="*", default=None, choices=["avgpool", "avgmaxpool", "changehop"],
-                   help="fixed-resolution baselines timed alongside (default avgpool changehop; quick none)")
+    p.add_argument("--variants", nargs="+", default=None, choices=[v.name for v in VARIANTS],
+                   help="comparison variants timed (default all; quick full diffres-0.5); full and diffres-0.5 always")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--clip-seconds", type=float, default=3.0, help="clip length for throughput")
     p.add_argument("--lengths", type=float, nargs="*", default=None,
@@ -83,10 +85,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models-dir", default=None, help="keep the exported models here (default: a temp dir)")
     a = p.parse_args(argv)
     quick = a.quick
-    a.repeats = a.repeats or (3 if quick else 15)
+    a.repeats = a.repeats or (3 if quick else 11)
     a.sample_seconds = a.sample_seconds or (0.05 if quick else 0.2)
-    a.deltas = a.deltas or ([0.5] if quick else [0.5, 0.75])
-    a.baselines = a.baselines if a.baselines is not None else ([] if quick else ["avgpool", "changehop"])
+    chosen = a.variants or (["full", "diffres-0.5"] if quick else [v.name for v in VARIANTS])
+    a.variants = [v.name for v in VARIANTS if v.name in {"full", "diffres-0.5", *chosen}]
     a.lengths = a.lengths if a.lengths is not None else ([1, 10] if quick else [1, 10, 60, 600])
     a.long_repeats = a.long_repeats or (2 if quick else 7)
     a.hour_seconds = a.hour_seconds if a.hour_seconds is not None else (60 if quick else 3600)
@@ -115,19 +117,16 @@ def run(a: argparse.Namespace, argv: list[str], models_dir: Path) -> dict:
     r: dict = {"command": command, "environment": env}
 
     log(f"exporting models into {models_dir}")
-    full = export_classifier("full", 0.0, models_dir)
-    models = [full]
-    for delta in a.deltas:
-        models.append(export_classifier("diffres", delta, models_dir))
-        models += [export_classifier(b, delta, models_dir) for b in a.baselines]
+    models = [export_classifier(VARIANT_BY_NAME[name], models_dir) for name in a.variants]
+    full = next(m for m in models if m.name == "full")
+    diffres = next(m for m in models if m.name == "diffres-0.5")
     frontend = export_frontend(full.model, models_dir)
-    diffres = next(m for m in models if m.name == f"diffres@{a.deltas[0]:g}")
     r["models"] = {m.name: {"config": m.config, "onnx_bytes": m.path.stat().st_size} for m in models + [frontend]}
-    cfg = model_config("diffres", a.deltas[0])
+    cfg = model_config(VARIANT_BY_NAME["diffres-0.5"])
     r["settings"] = {
         "quick": a.quick, "repeats": a.repeats, "sample_seconds": a.sample_seconds, "threads": a.threads,
-        "inter_op_threads": 1, "batches": a.batches, "clip_seconds": a.clip_seconds, "deltas": a.deltas,
-        "baselines": a.baselines, "lengths": a.lengths, "long_repeats": a.long_repeats, "long_delta": a.deltas[0],
+        "inter_op_threads": 1, "batches": a.batches, "clip_seconds": a.clip_seconds, "variants": a.variants,
+        "lengths": a.lengths, "long_repeats": a.long_repeats, "long_delta": 0.5,
         "hour_seconds": a.hour_seconds, "window_seconds": window_s, "window_seconds_from": window_source,
         "overlap": a.overlap, "window_batch": window_batch, "window_batch_from": batch_source,
         "memory_variants": a.memory_variants,

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.export import Dim
 
+from compare.variants import Variant
+from compare.variants import model_config as variant_config
 from export.onnx_export import EXAMPLE_SECONDS, OPSET, export_onnx, model_info
 from model.classifier import AudioClassifier
 from model.config import FrontendConfig, ModelConfig
@@ -28,27 +30,28 @@ KEYWORDS_CLIP_SECONDS = 3.0  # metadata only: throughput does not depend on it
 
 @dataclass
 class Exported:
-    name: str  # e.g. "diffres@0.5", "full", "frontend"
+    name: str  # a comparison variant's name ("full", "diffres-0.5", ...) or "frontend"
     path: Path
     config: dict
     model: nn.Module  # the PyTorch module that was exported (eval mode)
 
 
-def model_config(resolution: str, delta: float) -> ModelConfig:
-    return ModelConfig(frontend=KEYWORDS_FRONTEND, resolution=resolution, delta=delta,  # type: ignore[arg-type]
-                       n_classes=KEYWORDS_CLASSES)
+def model_config(v: Variant) -> ModelConfig:
+    """The comparison variant with the keywords model's frontend and classes."""
+    cfg = variant_config(v, KEYWORDS_FRONTEND.sample_rate)
+    cfg.n_classes = KEYWORDS_CLASSES
+    return cfg
 
 
-def export_classifier(resolution: str, delta: float, out_dir: Path, seed: int = 0) -> Exported:
+def export_classifier(v: Variant, out_dir: Path, seed: int = 0) -> Exported:
     torch.manual_seed(seed)
-    cfg = model_config(resolution, delta)
+    cfg = model_config(v)
     model = AudioClassifier(cfg).eval()
-    name = resolution if resolution == "full" else f"{resolution}@{delta:g}"
-    path = out_dir / f"{name.replace('@', '_')}.onnx"
+    path = out_dir / f"{v.name}.onnx"
     labels = [f"class{i}" for i in range(KEYWORDS_CLASSES)]
-    meta = model_info(model, labels, KEYWORDS_CLIP_SECONDS, name).to_metadata() | {"benchmark": "random-init"}
+    meta = model_info(model, labels, KEYWORDS_CLIP_SECONDS, v.name).to_metadata() | {"benchmark": "random-init"}
     export_onnx(model, path, meta)
-    return Exported(name, path, cfg.to_dict(), model)
+    return Exported(v.name, path, cfg.to_dict(), model)
 
 
 class Frontend(nn.Module):

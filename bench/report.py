@@ -18,7 +18,7 @@ def goals(report: dict) -> list[dict]:
     out: list[dict] = []
     for batch, rows in report.get("throughput", {}).items():
         for delta, target in SPEEDUP_GOALS.items():
-            row = rows.get(f"diffres@{delta:g}")
+            row = rows.get(f"diffres-{delta:g}")
             if row:
                 v = row["speedup_vs_full"]["median"]
                 out.append({"goal": f"DiffRes speed-up vs full, delta {delta:g}, batch {batch}", "target": f">= {target:g}x",
@@ -144,7 +144,7 @@ def markdown(r: dict) -> str:
                      f"{row['clips_per_s']['median']:.1f} | {ratio(row.get('speedup_vs_full'))} | "
                      f"{ratio(row.get('frontend_share'), '{:.1%}')} |")
     L += ["", "`frontend` is the log-mel frontend alone (waveform -> log-mel, its own ONNX graph); its share of "
-          "`full` is goal 2. `avgpool` and `changehop` are the fixed-resolution baselines at the same delta."]
+          "`full` is goal 2. The other rows are the comparison's variants (`compare/variants.py`), same backbone."]
 
     e = r.get("eager_vs_ort")
     if e:

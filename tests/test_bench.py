@@ -63,10 +63,10 @@ def test_memory_probe_in_a_fresh_process(tmp_path: Path) -> None:
 
 def test_report_goals_markdown_and_loadtest(tmp_path: Path) -> None:
     models = [Exported(name, contract_model(tmp_path / f"{i}.onnx"), {}, None)
-              for i, name in enumerate(["full", "diffres@0.5"])]
+              for i, name in enumerate(["full", "diffres-0.5"])]
     models.append(Exported("frontend", tiny_frontend(tmp_path / "frontend.onnx"), {}, None))
     through = sections.throughput(models, [1, 2], 0.5, 1000, 1, repeats=2, sample_s=0.001)
-    assert set(through["2"]["diffres@0.5"]) >= {"speedup_vs_full", "frontend_share", "audio_s_per_s"}
+    assert set(through["2"]["diffres-0.5"]) >= {"speedup_vs_full", "frontend_share", "audio_s_per_s"}
     long = {"single_call": [longrun.single_call(str(models[1].path), 600.0, 100, 1, 2, 10.0)]}
     (tmp_path / "loadtest.json").write_text(json.dumps({"date": "2026-01-01", "summary": {"service_ratio": 1.3}}))
     r = {"command": "python -m bench --quick", "environment": {

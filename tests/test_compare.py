@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from model.compare import main as compare_main, paired
+from compare.__main__ import main as compare_main, paired
 from tests.test_model import write_tone_folder
 
 
@@ -11,8 +11,12 @@ def test_compare_runs_summarises_and_resumes(tmp_path: Path) -> None:
     data = tmp_path / "tones"
     write_tone_folder(data)
     out, ckpts = tmp_path / "report", tmp_path / "ckpts"
+    bench = tmp_path / "bench.json"  # the speed table quotes the benchmark's report, never its own timing
+    bench.write_text(json.dumps({"environment": {"date": "2026-01-01"}, "throughput": {"8": {
+        "full": {"clips_per_s": {"median": 400.0}},
+        "diffres-0.5": {"clips_per_s": {"median": 560.0}, "speedup_vs_full": {"median": 1.4}}}}}))
     args = ["--data", str(data), "--out", str(out), "--checkpoints", str(ckpts), "--seeds", "0",
-            "--variants", "full", "diffres-0.5", "--epochs", "1"]
+            "--variants", "full", "diffres-0.5", "--epochs", "1", "--bench-report", str(bench)]
     compare_main(args)
     run = out / "runs" / "tones" / "diffres-0.5" / "seed0.json"
     first = run.stat().st_mtime_ns
@@ -20,9 +24,10 @@ def test_compare_runs_summarises_and_resumes(tmp_path: Path) -> None:
     rows = summary["datasets"]["tones"]
     assert set(rows) == {"full", "diffres-0.5"}
     assert rows["diffres-0.5"]["frames_out"] < rows["full"]["frames_out"]
-    assert rows["full"]["throughput_clips_s"] > 0
+    assert summary["speed"]["rows"]["diffres-0.5"] == {"clips_s": 560.0, "speedup_vs_full": 1.4}
     text = (out / "RESULTS.md").read_text()
     assert "diffres-0.5" in text and "vs full resolution" in text and "Not run yet" in text
+    assert "| diffres-0.5 | 560 | 1.40x |" in text
     assert (out / "diffres_clips.png").stat().st_size > 10_000
     compare_main(args)  # resumes: nothing left to train
     assert run.stat().st_mtime_ns == first
