@@ -22,12 +22,13 @@ VARIANT=${VARIANT:-cpu}
 if [[ $VARIANT == gpu ]]; then
   DOCKERFILE=docker/Dockerfile.gpu
   IMAGE=${IMAGE:-diffres-service:gpu}
-  BASE_IMAGE=${BASE_IMAGE:-nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04}
 else
   DOCKERFILE=Dockerfile
   IMAGE=${IMAGE:-diffres-service:cpu}
-  BASE_IMAGE=${BASE_IMAGE:-debian:bookworm-slim}
 fi
+# The base image's one home is the Dockerfile's `ARG BASE_IMAGE=` line; BASE_IMAGE overrides it.
+BASE_IMAGE=${BASE_IMAGE:-$(sed -n 's/^ARG BASE_IMAGE=//p' "$DOCKERFILE" | head -n 1)}
+[[ -n $BASE_IMAGE ]] || { echo "no ARG BASE_IMAGE= in $DOCKERFILE" >&2; exit 1; }
 if [[ -z ${DOCKER:-} ]]; then
   if [[ -x /usr/bin/docker ]]; then DOCKER=/usr/bin/docker; else DOCKER=docker; fi
 fi

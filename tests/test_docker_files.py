@@ -61,6 +61,18 @@ def test_cpu_image_uses_debian_slim_and_gpu_image_onnxruntime_gpu() -> None:
     assert "ARG BASE_IMAGE=nvidia/cuda:" in gpu and "onnxruntime-gpu" in gpu and "--no-deps" in gpu
 
 
+def test_one_gpu_base_image_name() -> None:
+    """The Dockerfile's ARG is the one home; build.sh reads it, and every other mention agrees."""
+    import re
+
+    gpu = (ROOT / "docker" / "Dockerfile.gpu").read_text()
+    [base] = re.findall(r"^ARG BASE_IMAGE=(\S+)", gpu, re.MULTILINE)
+    for path in [ROOT / "docker" / "build.sh", ROOT / "docker" / "compose.yaml", ROOT / "README.md"]:
+        names = set(re.findall(r"nvidia/cuda:[\w.-]+", path.read_text()))
+        assert names <= {base}, f"{path.name} names {names - {base}}, Dockerfile.gpu has {base}"
+    assert "sed -n 's/^ARG BASE_IMAGE=//p'" in (ROOT / "docker" / "build.sh").read_text()
+
+
 def test_base_dependencies_have_no_torch() -> None:
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert not [d for d in deps if d.lower().startswith("torch")]
