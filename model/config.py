@@ -79,3 +79,12 @@ class TrainConfig:
     speed_perturb: tuple[float, ...] = (0.85, 0.92, 1.0, 1.08, 1.15)  # resampled copies of each training clip
     gain_db: float = 12.0  # random gain, uniform in +-gain_db
     threads: int = 0  # 0: torch default
+    background: tuple[str, ...] = ()  # folders of non-target audio for the background label
+    background_class: bool = False  # train a background label (always on when `background` names folders)
+    background_holdout_speaker: str | None = None  # None: chosen by seed when file names carry speakers
+    mix_probability: float = 0.5  # share of training clips mixed with background material
+    mix_snr_db: tuple[float, ...] = (0.0, 20.0)  # SNR range of that mixing
+
+    @property
+    def with_background(self) -> bool:
+        return self.background_class or bool(self.background)

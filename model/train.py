@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 from .classifier import AudioClassifier
 from .config import FrontendConfig, ModelConfig, TrainConfig
+from .background import (BACKGROUND_LABEL, NOISE_CLIPS, Background, background_files, generated_noise,
+                         mix_at_snr, quiet_parts, random_crops)
 from .data import Clip, crop_or_pad, load_audio, native_sample_rate, scan_audio_folder, split_clips
 
 
@@ -58,12 +60,18 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
 
 
 def training_batch(mels: list[list[torch.Tensor]], idx: np.ndarray, max_frames: int, cfg: TrainConfig,
-                   rng: np.random.Generator, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   rng: np.random.Generator, gen: torch.Generator, mix_pool: list[torch.Tensor] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mel power [B, T, F] (T: the longest clip, at most max_frames), real frames per row, SpecAugment time mask.
 
-    Each clip comes from a random speed-perturbed copy (mels[copy][clip]), at a random gain.
+    Each clip comes from a random speed-perturbed copy (mels[copy][clip]), at a random gain, and
+    (with a background pool) mixed with background material at a random SNR.
     """
     chosen = [mels[c][j] for c, j in zip(rng.integers(len(mels), size=len(idx)), idx)]
+    if mix_pool:
+        lo, hi = cfg.mix_snr_db
+        chosen = [mix_at_snr(m, random_crops(mix_pool, 1, m.shape[0], rng)[0], rng.uniform(lo, hi))
+                  if rng.random() < cfg.mix_probability else m for m in chosen]
     n_frames = min(max_frames, max(m.shape[0] for m in chosen))
     mel, lengths = crop_or_pad(chosen, n_frames, rng, random_crop=True)
     gain = 10 ** (rng.uniform(-cfg.gain_db, cfg.gain_db, (len(idx), 1, 1)) / 10)
@@ -72,12 +80,13 @@ def training_batch(mels: list[list[torch.Tensor]], idx: np.ndarray, max_frames: 
 
 
 @torch.no_grad()
-def compute_mels(model: AudioClassifier, clips: list[Clip], desc: str, speed: float = 1.0) -> list[torch.Tensor]:
-    """Mel power per clip; speed != 1 plays the clip faster or slower (tempo and pitch), for augmentation."""
+def compute_mels(model: AudioClassifier, clips: list[Clip] | list[str], desc: str, speed: float = 1.0
+                 ) -> list[torch.Tensor]:
+    """Mel power per clip (or file path); speed != 1 plays it faster or slower (tempo and pitch)."""
     sr = model.cfg.frontend.sample_rate
     mels = []
     for c in tqdm(clips, desc=desc, leave=False):
-        audio = load_audio(c.path, sr)
+        audio = load_audio(c if isinstance(c, str) else c.path, sr)
         if speed != 1.0:
             audio = soxr.resample(audio, sr * speed, sr).astype(np.float32)
         mels.append(model.mel(torch.from_numpy(audio)[None])[0])
@@ -85,12 +94,55 @@ def compute_mels(model: AudioClassifier, clips: list[Clip], desc: str, speed: fl
 
 
 @torch.no_grad()
+def build_background(model: AudioClassifier, tcfg: TrainConfig, train_mels: list[torch.Tensor],
+                     val_mels: list[torch.Tensor], clip_frames: int) -> Background:
+    """Generated silence and noise, the quiet parts of the clips, and the background folders, as mel power."""
+    sr, hop = model.cfg.frontend.sample_rate, model.mel.hop
+    n_samples = (clip_frames - 1) * hop
+    noise = [[model.mel(torch.from_numpy(x)[None])[0] for x in generated_noise(n, n_samples, seed)]
+             for n, seed in ((NOISE_CLIPS, tcfg.seed), (NOISE_CLIPS // 4, tcfg.seed + 10_000))]
+    min_quiet = round(0.3 * sr / hop)
+    quiet = [[p for m in mels for p in quiet_parts(m, min_quiet)] for mels in (train_mels, val_mels)]
+    bg = Background(train=noise[0] + quiet[0], val=noise[1] + quiet[1],
+                    counts={"noise_train": len(noise[0]), "noise_val": len(noise[1]),
+                            "quiet_train": len(quiet[0]), "quiet_val": len(quiet[1])})
+    if tcfg.background:
+        train_files, val_files, bg.holdout_speaker = background_files(
+            list(tcfg.background), tcfg.seed, tcfg.background_holdout_speaker)
+        bg.train += compute_mels(model, train_files, "mel (background)")
+        bg.val += compute_mels(model, val_files, "mel (background val)")
+        bg.counts.update(folder_train=len(train_files), folder_val=len(val_files))
+    return bg
+
+
+def choose_min_score(probs: torch.Tensor, y: torch.Tensor, background: int | None) -> float:
+    """Default event threshold: the lowest whose background false-accept rate on validation is <= 1%.
+
+    An event is a window whose best non-background label scores at least the threshold. Without a
+    background label (or background validation data) there is nothing to calibrate against: 0.5.
+    """
+    if background is None or not (y == background).any():
+        return 0.5
+    keyword = probs.clone()
+    keyword[:, background] = -1.0
+    score, label = keyword.max(1)
+    is_bg = y == background
+    for threshold in np.arange(0.3, 0.96, 0.05):
+        false_accept = (score[is_bg] >= threshold).float().mean().item()
+        if false_accept <= 0.01:
+            return round(float(threshold), 2)
+    return 0.95
+
+
+@torch.no_grad()
 def evaluate(model: AudioClassifier, mels: list[torch.Tensor], labels: list[int], n_classes: int,
-             batch_size: int = 32) -> dict:
-    """Accuracy on full-length clips (each row as if alone: padding changes nothing), frames, activeness."""
+             background: int | None = None, batch_size: int = 32) -> dict:
+    """Accuracy on full-length clips (each row as if alone: padding changes nothing), frames, activeness;
+    with a background label, also the target-only accuracy, the background false-accept rate and min_score."""
     model.eval()
     correct = torch.zeros(n_classes)
     total = torch.zeros(n_classes)
+    probs = torch.zeros(len(mels), n_classes)
     frames_in = frames_out = 0
     active = []
     order = np.argsort([m.shape[0] for m in mels])
@@ -101,12 +153,24 @@ def evaluate(model: AudioClassifier, mels: list[torch.Tensor], labels: list[int]
         logits, r = model.classify(model.compress(mel), lengths)
         y = torch.tensor([labels[i] for i in idx])
         correct.index_add_(0, y, (logits.argmax(1) == y).float())
+        probs[torch.from_numpy(idx)] = logits.softmax(1)
         total.index_add_(0, y, torch.ones(len(idx)))
         frames_in += int(lengths.sum())
         frames_out += int(r.frames.sum())
         active.append(float(r.activeness) * len(idx))
     per_class = (correct / total.clamp_min(1)).tolist()
+    targets = [i for i in range(n_classes) if i != background]
+    y_all = torch.tensor(labels)
+    extra = {}
+    if background is not None:
+        is_bg = y_all == background
+        extra = {"balanced_accuracy": float(np.mean(per_class)),
+                 "target_accuracy": float(correct[targets].sum() / total[targets].sum().clamp_min(1)),
+                 "background_false_accept": float((probs[is_bg].argmax(1) != background).float().mean())
+                 if is_bg.any() else 0.0}
     return {
+        **extra,
+        "min_score": choose_min_score(probs, y_all, background),
         "accuracy": float(correct.sum() / total.sum()),
         "per_class_accuracy": per_class,
         "mean_frames_in": frames_in / len(mels),
@@ -133,6 +197,8 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig) -> dict:
 
     clips, labels = scan_audio_folder(tcfg.data)
     train_clips, val_clips, held = split_clips(clips, tcfg.val_fraction, tcfg.seed, tcfg.holdout_speaker)
+    background = len(labels) if tcfg.with_background else None  # the extra label goes last
+    labels = labels + [BACKGROUND_LABEL] if background is not None else labels
     mcfg.n_classes = len(labels)
     model = AudioClassifier(mcfg)
     speeds = tuple(tcfg.speed_perturb) or (1.0,)
@@ -145,9 +211,13 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig) -> dict:
         tcfg.clip_seconds = math.ceil(np.percentile(lengths, 95) * hop / mcfg.frontend.sample_rate * 10) / 10
     clip_frames = int(tcfg.clip_seconds * mcfg.frontend.sample_rate) // hop + 1
     y_train = torch.tensor([c.label for c in train_clips])
+    bg = build_background(model, tcfg, plain, val_mels, clip_frames) if background is not None else Background()
+    # Background examples per epoch: as many as an average target label has.
+    n_bg = round(len(train_clips) / (len(labels) - 1)) if background is not None else 0
+    val_mels, y_val = val_mels + bg.val, [c.label for c in val_clips] + [background] * len(bg.val)
 
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train_clips) / tcfg.batch_size)
+    steps_per_epoch = math.ceil((len(train_clips) + n_bg) / tcfg.batch_size)
     total_steps = steps_per_epoch * tcfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, tcfg.warmup_epochs * steps_per_epoch, total_steps))
@@ -159,24 +229,32 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig) -> dict:
     for epoch in bar:
         model.train()
         losses = []
-        for idx in length_batches(lengths, tcfg.batch_size, rng):
-            mel, n_frames, masked = training_batch(train_mels, idx, clip_frames, tcfg, rng, gen)
+        crops = random_crops(bg.train, n_bg, clip_frames, rng) if n_bg else []
+        epoch_mels = [copy + crops for copy in train_mels]
+        y_epoch = torch.cat([y_train, torch.full((len(crops),), len(labels) - 1, dtype=torch.int64)])
+        epoch_lengths = np.concatenate([lengths, [c.shape[0] for c in crops]]).astype(int)
+        for idx in length_batches(epoch_lengths, tcfg.batch_size, rng):
+            mel, n_frames, masked = training_batch(epoch_mels, idx, clip_frames, tcfg, rng, gen, bg.train or None)
             logits, r = model.classify(model.compress(mel), n_frames, masked)
-            loss = F.cross_entropy(logits, y_train[idx]) + tcfg.guide_loss_weight * r.guide_loss
+            loss = F.cross_entropy(logits, y_epoch[idx]) + tcfg.guide_loss_weight * r.guide_loss
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             losses.append(loss.item())
-        val = evaluate(model, val_mels, [c.label for c in val_clips], len(labels))
+        val = evaluate(model, val_mels, y_val, len(labels), background)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_accuracy": val["accuracy"]})
-        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{val['accuracy']:.3f}", best=f"{max(best['accuracy'], val['accuracy']):.3f}")
-        if val["accuracy"] >= best["accuracy"]:  # ties: the later, more annealed model
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{val['accuracy']:.3f}")
+        # With a background label the validation set is mostly background: judge by balanced accuracy.
+        val["selection"] = val.get("balanced_accuracy", val["accuracy"])
+        if val["selection"] >= best.get("selection", -1.0):  # ties: the later, more annealed model
             best = {**val, "epoch": epoch + 1}
             torch.save({
                 "model_config": mcfg.to_dict(),
                 "train_config": asdict(tcfg),
                 "labels": labels,
+                "background_label": BACKGROUND_LABEL if background is not None else "",
+                "min_score": val["min_score"],
                 "state_dict": model.state_dict(),
                 "val_clips": [c.path for c in val_clips],
                 "epoch": epoch + 1,
@@ -195,6 +273,13 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig) -> dict:
         "n_train": len(train_clips),
         "n_val": len(val_clips),
         "val_accuracy": best["accuracy"],
+        **{k: best[k] for k in ("balanced_accuracy", "target_accuracy", "background_false_accept") if k in best},
+        "min_score": best["min_score"],
+        "background": {"label": BACKGROUND_LABEL, "folders": list(tcfg.background), "examples": bg.counts,
+                       "background_holdout_speaker": bg.holdout_speaker, "examples_per_epoch": n_bg,
+                       "mix_probability": tcfg.mix_probability, "mix_snr_db": list(tcfg.mix_snr_db)}
+        if background is not None else None,
+        "val_clips": [c.path for c in val_clips],
         "per_class_accuracy": dict(zip(labels, best["per_class_accuracy"])),
         "best_epoch": best["epoch"],
         "mean_frames_in": best["mean_frames_in"],
@@ -227,16 +312,26 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, ModelConfig]
         if f.name in ("data", "out"):
             continue
         flag = "--" + f.name.replace("_", "-")
+        if f.name == "background":
+            p.add_argument(flag, nargs="*", default=(), metavar="DIR",
+                           help="folders of non-target audio (noise, music, other speech) for a background label")
+            continue
+        if isinstance(f.default, bool):
+            p.add_argument(flag, action="store_true", help="train a background label from generated noise "
+                           "and the quiet parts of the clips (implied by --background)")
+            continue
         if isinstance(f.default, tuple):
             p.add_argument(flag, type=float, nargs="*", default=f.default)
             continue
-        kind = {"clip_seconds": float, "holdout_speaker": str}.get(f.name, type(f.default))
+        kind = {"clip_seconds": float, "holdout_speaker": str, "background_holdout_speaker": str}.get(
+            f.name, type(f.default))
         p.add_argument(flag, type=kind, default=f.default)
     a = p.parse_args(argv)
     if not 0.0 <= a.delta < 1.0:
         p.error("--delta must be in [0, 1)")
     tcfg = TrainConfig(**{f.name: getattr(a, f.name) for f in fields(TrainConfig)})
     tcfg.speed_perturb = tuple(tcfg.speed_perturb)
+    tcfg.background, tcfg.mix_snr_db = tuple(tcfg.background), tuple(tcfg.mix_snr_db)
     sr = a.sample_rate or native_sample_rate(scan_audio_folder(a.data)[0])
     front = FrontendConfig(sample_rate=sr, win_ms=a.win_ms, hop_ms=a.hop_ms, n_mels=a.n_mels, compression=a.frontend)
     return tcfg, ModelConfig(frontend=front, resolution=a.resolution, delta=a.delta, backbone_width=a.width,

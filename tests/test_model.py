@@ -113,3 +113,48 @@ def test_one_epoch_training_smoke_run(tmp_path: Path) -> None:
     assert set(metrics["per_class_accuracy"]) == {"high", "low"}
     ckpt = torch.load(out / "best.pt", weights_only=False)
     assert ckpt["labels"] == ["high", "low"] and ckpt["model_config"]["frontend"]["n_mels"] == 32
+
+
+def test_background_training_adds_a_background_label(tmp_path: Path) -> None:
+    """--background: an extra `_background_` label from generated noise, the clips' quiet parts and the
+    named folders (a speaker held out for validation); min_score calibrated; the exporter records both."""
+    from export.onnx_export import model_metadata
+    from model.background import BACKGROUND_LABEL
+    from model.checkpoint import load_checkpoint
+    from runtime.contract import ModelInfo
+
+    data, bg = tmp_path / "data", tmp_path / "bg"
+    write_tone_folder(data)
+    rng = np.random.default_rng(1)
+    (bg / "speech").mkdir(parents=True)
+    for spk in ("dan", "eve", "fay"):
+        for i in range(3):
+            noise = (0.1 * rng.standard_normal(4000)).astype(np.float32)
+            sf.write(bg / "speech" / f"x_{spk}_{i}.wav", noise, 8000, subtype="PCM_16")
+    out = tmp_path / "run"
+    train_main(["--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "8", "--n-mels", "32",
+                "--width", "8", "--speed-perturb", "1.0", "--background", str(bg)])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["labels"] == ["high", "low", BACKGROUND_LABEL]
+    assert set(metrics["per_class_accuracy"]) == {"high", "low", BACKGROUND_LABEL}
+    held = metrics["background"]["background_holdout_speaker"]
+    assert held in ("dan", "eve", "fay") and metrics["background"]["examples"]["folder_val"] == 3
+    assert metrics["background"]["examples"]["noise_train"] > 0
+    assert 0.0 <= metrics["background_false_accept"] <= 1.0 and 0.3 <= metrics["min_score"] <= 0.95
+    model, ckpt = load_checkpoint(out / "best.pt")
+    info = ModelInfo.from_metadata("m", model_metadata(model, ckpt))
+    assert info.background_label == BACKGROUND_LABEL and info.background_index == 2
+    assert info.min_score == metrics["min_score"]
+
+
+def test_quiet_parts_and_mixing() -> None:
+    from model.background import mix_at_snr, quiet_parts
+
+    loud, quiet = torch.full((50, 4), 1.0), torch.full((40, 4), 1e-5)
+    mel = torch.cat([quiet, loud, quiet[:10], loud])
+    parts = quiet_parts(mel, min_frames=20)
+    assert [p.shape[0] for p in parts] == [40]  # the 10-frame gap is too short
+    noise = torch.full((7, 4), 2.0)
+    mixed = mix_at_snr(loud, noise, snr_db=10.0)
+    assert mixed.shape == loud.shape
+    torch.testing.assert_close((mixed - loud).mean(), loud.mean() / 10)
