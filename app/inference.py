@@ -15,7 +15,7 @@ from typing import TypeVar
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from app.audio import AudioStream, ClipReader, Whole, Windows, open_audio
+from runtime.audio import AudioStream, ClipReader, Whole, Windows, open_audio
 from app.batching import Lease
 from app.config import Settings
 from app.errors import BadAudio

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.audio import MAX_ABS_SAMPLE
+from runtime.audio import MAX_ABS_SAMPLE
 from app.errors import ApiError, PayloadTooLarge, UnsupportedMediaType
 from app.inference import run_rows
 from app.models import LoadedModel, ModelRegistry

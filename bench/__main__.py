@@ -71,8 +71,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--overlap", type=float, default=0.5, help="window overlap share")
     p.add_argument("--window-batch", type=int, default=None,
                    help="windows per onnxruntime call (default: the service's batch_size, else 8)")
-    p.add_argument("--own-windowing", action="store_true",
-                   help="cut windows with the benchmark's own loop, not app.audio.WindowCutter")
     p.add_argument("--memory-variants", nargs="*", default=None, choices=["no-mem-pattern", "no-arena"],
                    help="onnxruntime memory options also tried at the longest single-call length "
                         "(default both; quick no-mem-pattern)")
@@ -163,7 +161,7 @@ def run(a: argparse.Namespace, argv: list[str], models_dir: Path) -> dict:
             f"batch {window_batch})")
         r["long_inputs"]["windowed"] = longrun.probe(str(diffres.path), a.hour_seconds, sr, a.threads,
                                                      windowed_run=True, window_s=window_s, overlap=a.overlap,
-                                                     batch=window_batch, own_windowing=a.own_windowing)
+                                                     batch=window_batch)
 
     r["loadtest"] = report.loadtest_summary(ROOT / a.loadtest) | {"path": a.loadtest}
     r["goals"] = report.goals(r)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import resource
 import shlex
 import statistics
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.audio import WindowCutter
 from runtime.clock import interleaved, paired_ratio, summary
 from runtime.contract import LOGITS
 from runtime.runner import OnnxModel
@@ -91,12 +91,6 @@ def single_call(path: str, seconds: float, sr: int, threads: int, repeats: int, 
     return out
 
 
-def window_starts(n_samples: int, win: int, hop: int) -> Iterator[int]:
-    """Window starts covering the whole input; the last window is zero-padded past the end."""
-    n_windows = 1 if n_samples <= win else math.ceil((n_samples - win) / hop) + 1
-    return iter(range(0, n_windows * hop, hop))
-
-
 BLOCK_SAMPLES = 1 << 16  # a decoder's read size (the service reads 64 Ki samples at a time)
 
 
@@ -106,34 +100,18 @@ def blocks(n: int, tile: np.ndarray, block: int = BLOCK_SAMPLES) -> Iterator[np.
         yield np.take(tile, np.arange(lo, min(n, lo + block)) % tile.size)
 
 
-def service_windows(n: int, win: int, hop: int, tile: np.ndarray) -> Iterator[np.ndarray] | None:
-    """Windows cut by the service's own streaming cutter (runtime.audio.WindowCutter), when importable."""
-    try:
-        from runtime.audio import WindowCutter
-    except Exception:  # noqa: BLE001 - app missing or broken: the caller falls back to its own loop
-        return None
-
-    def cut() -> Iterator[np.ndarray]:
-        cutter = WindowCutter(win, hop)
-        for block in blocks(n, tile):
-            for _, window in cutter.push(block):
-                yield window
-        for _, window in cutter.finish():
+def service_windows(n: int, win: int, hop: int, tile: np.ndarray) -> Iterator[np.ndarray]:
+    """Windows cut by the service's own streaming cutter (runtime.audio.WindowCutter)."""
+    cutter = WindowCutter(win, hop)
+    for block in blocks(n, tile):
+        for _, window in cutter.push(block):
             yield window
-
-    return cut()
-
-
-def own_windows(n: int, win: int, hop: int, tile: np.ndarray) -> Iterator[np.ndarray]:
-    """Fallback cutter: windows at every hop, the last one zero-padded past the end."""
-    for start in window_starts(n, win, hop):
-        window = np.take(tile, np.arange(start, start + win) % tile.size)
-        window[max(0, n - start):] = 0.0
+    for _, window in cutter.finish():
         yield window
 
 
 def windowed(path: str, seconds: float, sr: int, threads: int, window_s: float, overlap: float, batch: int,
-             memory: str = "default", frame_hop_ms: float = 10.0, own: bool = False) -> dict:
+             memory: str = "default", frame_hop_ms: float = 10.0) -> dict:
     """Long audio as the service runs it: clip-length windows with overlap, `batch` per call.
 
     Audio is streamed block by block and windows are batched as they come, so neither the hour's
@@ -144,10 +122,8 @@ def windowed(path: str, seconds: float, sr: int, threads: int, window_s: float, 
     frame_hop = max(1, round(frame_hop_ms * sr / 1000))
     hop = min(win, max(frame_hop, round(win * (1.0 - overlap) / frame_hop) * frame_hop))
     tile = noise(10 * sr)[0]
-    windows = None if own else service_windows(n, win, hop, tile)  # imports app before the baseline
+    windows = service_windows(n, win, hop, tile)
     cutter = "runtime.audio.WindowCutter (the service's cutter; last window end-aligned)"
-    if windows is None:
-        windows, cutter = own_windows(n, win, hop, tile), "own loop (last window zero-padded)"
     model = load(path, threads, memory)
     base_max, base_cur = max_rss_bytes(), current_rss_bytes()
 
@@ -201,12 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window-seconds", type=float, default=3.0)
     p.add_argument("--overlap", type=float, default=0.5)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--own-windowing", action="store_true", help="not the service's cutter even when importable")
     p.add_argument("--memory", choices=list(MEMORY_MODES), default="default", help="onnxruntime memory options")
     a = p.parse_args(argv)
     if a.windowed:
-        out = windowed(a.model, a.seconds, a.sample_rate, a.threads, a.window_seconds, a.overlap, a.batch, a.memory,
-                       own=a.own_windowing)
+        out = windowed(a.model, a.seconds, a.sample_rate, a.threads, a.window_seconds, a.overlap, a.batch, a.memory)
     else:
         out = single_call(a.model, a.seconds, a.sample_rate, a.threads, a.repeats, a.ref_seconds, a.memory)
     print(json.dumps(out))
@@ -219,7 +193,7 @@ if __name__ == "__main__":
 
 def probe(model: str, seconds: float, sr: int, threads: int, *, repeats: int = 5, ref_seconds: float | None = None,
           windowed_run: bool = False, window_s: float = 3.0, overlap: float = 0.5, batch: int = 8,
-          memory: str = "default", own_windowing: bool = False, timeout_s: float = 900) -> dict:
+          memory: str = "default", timeout_s: float = 900) -> dict:
     """Run one length in a fresh interpreter (its own ru_maxrss) and return its JSON."""
     cmd = [sys.executable, "-m", "bench.longrun", model, "--seconds", str(seconds), "--sample-rate", str(sr),
            "--threads", str(threads), "--repeats", str(repeats), "--memory", memory]
@@ -227,7 +201,6 @@ def probe(model: str, seconds: float, sr: int, threads: int, *, repeats: int = 5
         cmd += ["--ref-seconds", str(ref_seconds)]
     if windowed_run:
         cmd += ["--windowed", "--window-seconds", str(window_s), "--overlap", str(overlap), "--batch", str(batch)]
-        cmd += ["--own-windowing"] if own_windowing else []
     # Linux carries ru_maxrss over exec: a child exec'd straight from this (torch-sized) process would
     # start at our peak. A shell that forks (not execs) the probe gives it a fresh, small high-water mark.
     shell = ["/bin/sh", "-c", f"{shlex.join(cmd)}; exit $?"]
