@@ -21,10 +21,12 @@ import yaml
 from ray import serve
 
 from app.config import Settings, get_settings
+from app import ray_proxy
 from app.logs import configure_logging
 from app.ray_serve import DiffResReplica
 from runtime.cpu import available_cpus
 
+PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 SERVE_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "ray" / "serve.yaml"
 
 
@@ -55,9 +57,12 @@ def start(settings: Settings, config_path: Path = SERVE_CONFIG) -> str:
     config = load_config(config_path)
     app_config = config["applications"][0]
     cpus = available_cpus()
-    env = {k: v for k, v in os.environ.items() if k.startswith("DIFFRES_")}
+    # Ray's proxy answers a JSON 503 + Retry-After when a replica dies mid-request (app/ray_proxy.py).
+    os.environ.setdefault(PROXY_CALLBACK_ENV, ray_proxy.CALLBACK)
+    env = {k: v for k, v in os.environ.items() if k.startswith("DIFFRES_") or k == PROXY_CALLBACK_ENV}
     ray.init(num_cpus=cpus, include_dashboard=False, _metrics_export_port=settings.ray_metrics_port,
              runtime_env={"env_vars": env}, configure_logging=False)
+    print(f"ray: local cluster at {ray.get_runtime_context().gcs_address} with {cpus} CPUs", flush=True)
     http_options = {**config.get("http_options", {}), "host": settings.host, "port": settings.port}
     serve.start(http_options=http_options, proxy_location=config.get("proxy_location", "EveryNode"))
     args = {**(app_config.get("args") or {}), "model_dir": str(settings.model_dir.resolve())}

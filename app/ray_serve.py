@@ -22,6 +22,7 @@ from ray import serve
 from ray.serve import Application
 
 from app.config import Settings
+from app.logs import configure_logging
 from app.main import create_app
 from app.ray_metrics import MetricsMirror
 
@@ -57,6 +58,8 @@ class DiffResReplica:
 
     async def __serve_build_asgi_app__(self) -> FastAPI:
         """Called by Ray after __init__; Ray then runs the app's lifespan (model loading starts)."""
+        if not logging.getLogger().handlers:  # JSON lines, as from `python -m app` (Ray forwards them)
+            configure_logging(self.settings.log_level)
         self._web = create_app(self.settings)
         self._mirror_task = asyncio.create_task(self._mirror_metrics(), name="ray-metrics-mirror")
         log.info("replica app built: %d onnxruntime threads", self.settings.intra_op_threads)
