@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -59,6 +59,17 @@ class Settings(BaseSettings):
     warmup: bool = Field(default=True, description="Run each model on dummy input before readiness turns true.")
     shutdown_timeout_s: int = Field(default=30, ge=1, description="Grace period for in-flight requests on SIGTERM.")
     log_level: str = Field(default="INFO", description="Log level of the JSON logs.")
+    # Browser apps and access control (app/access.py); both off by default.
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins whose browser apps may call the API (CORS); empty: CORS off; "
+                    "`*`: any origin.")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated API keys; when set, /v1 and /v2 (not /v2/health) need "
+                    "`Authorization: Bearer KEY` or `X-API-Key: KEY`, else 401.")
+    metrics_require_key: bool = Field(
+        default=False, description="With API keys set, /metrics needs a key too (probes always stay open).")
     # Ray Serve (`make serve-ray`, app/ray_main.py); ignored by the plain service.
     ray_replicas: int = Field(default=2, ge=1, le=256, description="Ray Serve replicas (each its own sessions).")
     ray_gpus_per_replica: float = Field(
@@ -66,10 +77,10 @@ class Settings(BaseSettings):
     ray_metrics_port: int = Field(
         default=8080, ge=1, le=65535, description="Port of Ray's Prometheus endpoint (every replica's metrics).")
 
-    @field_validator("providers", mode="before")
+    @field_validator("providers", "cors_origins", "api_keys", mode="before")
     @classmethod
     def _split_providers(cls, value: object) -> object:
-        """Accept `CUDAExecutionProvider,CPUExecutionProvider` as well as a list."""
+        """Accept `CUDAExecutionProvider,CPUExecutionProvider` (or `key1,key2`) as well as a list."""
         if isinstance(value, str):
             return [p.strip() for p in value.split(",") if p.strip()]
         return value

@@ -61,10 +61,11 @@ class OnnxModel:
     @classmethod
     def load(cls, path: str | Path, *, name: str | None = None, providers: Sequence[str] = (),
              intra_op_threads: int = 0, inter_op_threads: int = 1, mem_pattern: bool = True,
-             cpu_arena: bool = True) -> OnnxModel:
+             cpu_arena: bool = True, spinning: bool = True) -> OnnxModel:
         """Session from the one factory; the model's name defaults to the file stem."""
         session = make_session(path, providers=providers, intra_op_threads=intra_op_threads,
-                               inter_op_threads=inter_op_threads, mem_pattern=mem_pattern, cpu_arena=cpu_arena)
+                               inter_op_threads=inter_op_threads, mem_pattern=mem_pattern, cpu_arena=cpu_arena,
+                               spinning=spinning)
         return cls(session, name or Path(path).stem)
 
     @property
@@ -103,17 +104,18 @@ class OnnxModel:
         waveform, lengths = pad_rows(rows, pad_to)
         wanted = list(dict.fromkeys([*outputs, c.FRAMES_IN, c.FRAMES_OUT]))  # frames trim the rest
         out = self.run_padded(waveform, lengths, wanted)
-        return [self._row(out, i) for i in range(len(rows))]
+        # importance and logmel are on the frontend's own frame grid (ChangeHopSize's is coarser).
+        frames = c.frames_in(lengths, self.info.backbone_hop)
+        return [self._row(out, i, int(frames[i])) for i in range(len(rows))]
 
     @staticmethod
-    def _row(out: dict[str, np.ndarray], i: int) -> RowOutput:
-        frames = int(out[c.FRAMES_IN][i])
-
+    def _row(out: dict[str, np.ndarray], i: int, frames: int) -> RowOutput:
         def trimmed(key: str) -> np.ndarray | None:
             return out[key][i, :frames] if key in out else None
 
         return RowOutput(logits=out[c.LOGITS][i] if c.LOGITS in out else None, importance=trimmed(c.IMPORTANCE),
-                         frames_in=frames, frames_out=int(out[c.FRAMES_OUT][i]), logmel=trimmed(c.LOGMEL))
+                         frames_in=int(out[c.FRAMES_IN][i]), frames_out=int(out[c.FRAMES_OUT][i]),
+                         logmel=trimmed(c.LOGMEL))
 
     def warm_up(self, samples: int, batch_sizes: Sequence[int] = (1,)) -> None:
         """First calls allocate arenas and pick kernels: pay that before taking traffic or timing."""
