@@ -13,7 +13,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.access import install_api_keys, install_cors
 from app.config import Settings, get_settings
+from app.demo import install_demo
 from app.errors import install_error_handlers
 from app.logs import configure_logging
 from app.metrics import Metrics
@@ -52,9 +54,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.registry = ModelRegistry(settings, metrics)  # not ready until the lifespan replaces it
     install_error_handlers(app)
+    install_api_keys(app, settings)  # inside the request-id/access-log middleware: 401s are logged too
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    install_cors(app, settings)  # outermost: preflights and 401s carry the CORS headers
     app.include_router(router)
     app.include_router(v2_router)
+    install_demo(app)
     return app
 
 

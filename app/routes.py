@@ -8,7 +8,6 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from app.config import Settings
@@ -186,7 +185,3 @@ async def metrics_endpoint(request: Request) -> Response:
     content, media_type = request.app.state.metrics.render()
     return Response(content, media_type=media_type)
 
-
-@router.get("/", include_in_schema=False)
-async def root() -> JSONResponse:
-    return JSONResponse({"service": "diffres-service", "docs": "/docs", "models": "/v1/models"})
