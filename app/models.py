@@ -67,7 +67,7 @@ class LoadedModel:
 
 def load_model(path: Path, settings: Settings, metrics: Metrics) -> LoadedModel:
     model = OnnxModel.load(path, providers=settings.providers, intra_op_threads=settings.intra_op_threads,
-                           inter_op_threads=settings.inter_op_threads)
+                           inter_op_threads=settings.inter_op_threads, spinning=settings.ort_spinning)
     return LoadedModel(model, settings, metrics)
 
 

@@ -34,10 +34,13 @@ def resolve_providers(requested: Sequence[str], available: Sequence[str]) -> lis
 
 
 def session_options(*, intra_op_threads: int = 0, inter_op_threads: int = 1, mem_pattern: bool = True,
-                    cpu_arena: bool = True, profile_prefix: str | None = None) -> ort.SessionOptions:
+                    cpu_arena: bool = True, spinning: bool = True,
+                    profile_prefix: str | None = None) -> ort.SessionOptions:
     """Explicit thread counts (onnxruntime's defaults follow the host, not the container's quota).
 
     mem_pattern / cpu_arena off lower the peak RSS of very long single calls (see BENCHMARKS.md).
+    spinning off stops idle intra-op threads from busy-waiting, which leaves the CPU to the other
+    work of a process (HTTP, decoding) at some cost to a single call's latency.
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads or available_cpus()
@@ -46,6 +49,8 @@ def session_options(*, intra_op_threads: int = 0, inter_op_threads: int = 1, mem
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.enable_mem_pattern = mem_pattern
     options.enable_cpu_mem_arena = cpu_arena
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile_prefix:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
@@ -53,10 +58,11 @@ def session_options(*, intra_op_threads: int = 0, inter_op_threads: int = 1, mem
 
 
 def make_session(path: str | Path, *, providers: Sequence[str] = (), intra_op_threads: int = 0,
-                 inter_op_threads: int = 1, mem_pattern: bool = True, cpu_arena: bool = True,
+                 inter_op_threads: int = 1, mem_pattern: bool = True, cpu_arena: bool = True, spinning: bool = True,
                  profile_prefix: str | None = None) -> ort.InferenceSession:
     """An InferenceSession on `path`; 0 intra-op threads = the CPUs the cgroup quota and affinity allow."""
     options = session_options(intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads,
-                              mem_pattern=mem_pattern, cpu_arena=cpu_arena, profile_prefix=profile_prefix)
+                              mem_pattern=mem_pattern, cpu_arena=cpu_arena, spinning=spinning,
+                              profile_prefix=profile_prefix)
     chosen = resolve_providers(providers, ort.get_available_providers())
     return ort.InferenceSession(str(path), options, providers=chosen)
