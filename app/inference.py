@@ -21,8 +21,10 @@ from app.config import Settings
 from app.errors import BadAudio
 from app.metrics import Metrics
 from app.models import LoadedModel
-from app.schemas import ClassifyResponse, Frames, Prediction, Segment, Timing, Windowing
+from app.schemas import ClassifyResponse, Frames, Prediction, Segment, Spectrogram, Timing, Windowing
 from app.uploads import Upload
+from runtime.contract import LOGMEL
+from runtime.merge import boundaries, merged_logmel
 from runtime.runner import DEFAULT_OUTPUTS, RowOutput
 
 T = TypeVar("T")
@@ -32,11 +34,17 @@ T = TypeVar("T")
 class ClassifyOptions:
     top_k: int = 5
     include_importance: bool = False
+    include_spectrogram: bool = False
+
+    @classmethod
+    def of(cls, params: object) -> ClassifyOptions:
+        """From a request's parameters (any object with the same attribute names)."""
+        return cls(**{name: getattr(params, name) for name in ("top_k", "include_importance", "include_spectrogram")})
 
     @property
     def outputs(self) -> tuple[str, ...]:
         """The model outputs this request needs (what the batch call asks onnxruntime for)."""
-        return DEFAULT_OUTPUTS
+        return (*DEFAULT_OUTPUTS, LOGMEL) if self.include_spectrogram else DEFAULT_OUTPUTS
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -116,6 +124,16 @@ class _Outcome:
     segments: list[Segment] | None = None
     windowing: Windowing | None = None
     importance: list[float] | None = None
+    spectrogram: Spectrogram | None = None
+
+
+def spectrogram_of(out: RowOutput, model: LoadedModel) -> Spectrogram:
+    """The demo page's view of one inference: log-mel, importance and the merged frames (runtime/merge.py)."""
+    importance = out.importance.astype(np.float64)
+    return Spectrogram(hop_s=model.info.backbone_hop / model.info.sample_rate,  # the frontend's own frame grid
+                       logmel=np.round(out.logmel, 2).tolist(), importance=np.round(importance, 5).tolist(),
+                       boundaries=np.round(boundaries(importance), 4).tolist(),
+                       merged=np.round(merged_logmel(out.logmel, importance), 2).tolist())
 
 
 async def _classify_whole(lease: Lease, samples: np.ndarray, model: LoadedModel,
@@ -123,8 +141,9 @@ async def _classify_whole(lease: Lease, samples: np.ndarray, model: LoadedModel,
     [out] = await lease.run([samples], options.outputs)
     probs = softmax(out.logits)
     importance = np.round(out.importance, 5).tolist() if options.include_importance else None
+    spectrogram = spectrogram_of(out, model) if options.include_spectrogram else None
     return _Outcome(top_predictions(probs, model.info.labels, options.top_k), out.frames_in, out.frames_out,
-                    importance=importance)
+                    importance=importance, spectrogram=spectrogram)
 
 
 async def _classify_windows(lease: Lease, reader: ClipReader, chunk: Windows | Whole | None,
@@ -174,9 +193,12 @@ async def classify_upload(upload: Upload, model: LoadedModel, options: ClassifyO
         snd.close()
     duration = stream.frames_read / info.sample_rate
     metrics.observe_result(model.name, duration, outcome.frames_in, outcome.frames_out)
-    warnings = None
+    warnings: list[str] = []
     if stream.peak > 1.0:
-        warnings = [f"samples exceed [-1, 1] (peak {stream.peak:.3g}); passed to the model unscaled"]
+        warnings.append(f"samples exceed [-1, 1] (peak {stream.peak:.3g}); passed to the model unscaled")
+    if options.include_spectrogram and outcome.spectrogram is None:
+        warnings.append(f"no spectrogram: audio over {plan.long_threshold / sr:g} s is windowed (see segments; "
+                        "include_importance gives the importance over the whole clip)")
     return ClassifyResponse(
         model=model.name, model_version=model.info.version, duration_s=duration, sample_rate=info.sample_rate,
         channels=info.channels, format=f"{info.format}/{info.subtype}", predictions=outcome.predictions,
@@ -184,7 +206,8 @@ async def classify_upload(upload: Upload, model: LoadedModel, options: ClassifyO
         timing_ms=Timing(decode=round(decode[0] * 1000, 3), inference=round(inference * 1000, 3),
                          total=round((time.perf_counter() - started) * 1000, 3)),
         segments=outcome.segments, windowing=outcome.windowing, importance=outcome.importance,
-        importance_hop_s=plan.frame_hop / sr if outcome.importance is not None else None, warnings=warnings)
+        importance_hop_s=plan.frame_hop / sr if outcome.importance is not None else None,
+        spectrogram=outcome.spectrogram, warnings=warnings or None)
 
 
 def _too_short(duration: float, minimum: float) -> BadAudio:

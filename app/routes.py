@@ -40,6 +40,9 @@ class ClassifyParams(BaseModel):
     model: str | None = Field(None, max_length=100, description="Model name (file stem); default: the default model")
     top_k: int = Field(5, ge=1, le=1000, description="Labels to return, best first (all if above the label count)")
     include_importance: bool = Field(False, description="Add the per-frame DiffRes importance curve")
+    include_spectrogram: bool = Field(
+        False, description="Add the log-mel, importance and merged frames the classifier saw (`spectrogram`); "
+                           "for audio that is not windowed (up to the model's long_audio_s)")
 
 
 def _state(request: Request) -> tuple[Settings, ModelRegistry, Metrics]:
@@ -105,8 +108,7 @@ async def classify(request: Request, params: Annotated[ClassifyParams, Query()])
         params = _merge_form(request, params, body)
         model = registry.get(params.model)
         upload = body.single("file")
-        return await classify_upload(upload, model, ClassifyOptions(params.top_k, params.include_importance),
-                                     settings, metrics, started)
+        return await classify_upload(upload, model, ClassifyOptions.of(params), settings, metrics, started)
 
 
 @router.post("/v1/classify/batch", response_model=BatchResponse, response_model_exclude_none=True,
@@ -123,7 +125,7 @@ async def classify_batch(request: Request, params: Annotated[ClassifyParams, Que
         files = [upload for name, upload in body.files if name in ("file", "files")]
         if not files:
             raise InvalidParameters("send one or more files in the multipart field 'file'")
-        options = ClassifyOptions(params.top_k, params.include_importance)
+        options = ClassifyOptions.of(params)
 
         async def one(index: int, upload: Upload) -> BatchItem:
             try:

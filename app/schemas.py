@@ -42,6 +42,22 @@ class Windowing(BaseModel):
     aggregation: Literal["mean_probability"] = "mean_probability"
 
 
+class Spectrogram(BaseModel):
+    """What the model saw of a clip (include_spectrogram): its log-mel, the importance, the merged frames."""
+
+    hop_s: float = Field(description="Seconds between input frames (log-mel rows and importance values)")
+    logmel: list[list[float]] = Field(description="The model's log-mel spectrogram, [frames][n_mels], low bands first")
+    importance: list[float] = Field(
+        description="DiffRes importance per input frame: at most 1 (1 = kept at full resolution), sums to the "
+                    "number of frames the classifier saw")
+    boundaries: list[float] = Field(
+        description="Where merged frame k starts, in input frames (fractional; frame i covers [c_(i-1), c_i) of "
+                    "the cumulative importance c, merged frame k covers [k, k+1)); one more value: the end")
+    merged: list[list[float]] = Field(
+        description="What the classifier saw, [merged frames][n_mels]: the log of the overlap-weighted mean mel "
+                    "power of the frames each merged frame covers (the model's averaged channel)")
+
+
 class ClassifyResponse(BaseModel):
     model: str
     model_version: str
@@ -56,6 +72,8 @@ class ClassifyResponse(BaseModel):
     windowing: Windowing | None = None
     importance: list[float] | None = Field(None, description="Per-frame DiffRes importance (include_importance)")
     importance_hop_s: float | None = Field(None, description="Seconds between importance frames")
+    spectrogram: Spectrogram | None = Field(
+        None, description="Log-mel, importance and merged frames (include_spectrogram; clips that are not windowed)")
     warnings: list[str] | None = None
 
 
