@@ -276,7 +276,7 @@ async def infer(request: Request, model_name: str) -> Response:
         raise BadTensor(f"unknown outputs {unknown}; the model has {list(OUTPUTS)}")
     rows = list(waveform) if lengths is None else [row[:n] for row, n in zip(waveform, lengths, strict=True)]
     results = await run_rows(model, rows, tuple(dict.fromkeys([*wanted, LOGITS])))
-    arrays = _stack(results, waveform.shape[1], model.info.hop)
+    arrays = _stack(results, waveform.shape[1], model.info.backbone_hop)  # the frontend's own frame grid
     audio_s = sum(len(r) for r in rows) / model.info.sample_rate
     request.app.state.metrics.observe_result(model.name, audio_s, int(arrays[FRAMES_IN].sum()),
                                              int(arrays[FRAMES_OUT].sum()))
