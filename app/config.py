@@ -33,7 +33,17 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=512 * MiB, ge=1024, description="Largest request body (all files together); 413 while streaming.")
     max_json_bytes: int = Field(
-        default=32 * MiB, ge=1024, description="Largest JSON body for /v2 infer (JSON floats cost ~30x in memory).")
+        default=4 * MiB, ge=1024, description="Largest JSON body for /v2 infer (parsed floats cost ~8x the body); "
+                                              "larger inputs: the binary tensor extension.")
+    max_tensor_bytes: int = Field(
+        default=64 * MiB, ge=1024, description="Largest /v2 infer body with binary tensors "
+                                               "(Inference-Header-Content-Length).")
+    v2_max_row_s: float = Field(
+        default=60.0, gt=0, description="Longest /v2 waveform row (seconds at the model's rate); it runs in one "
+                                        "call, so 413 beyond: send long audio to /v1, which windows it.")
+    v2_body_budget_bytes: int = Field(
+        default=256 * MiB, ge=1024, description="/v2 request bodies held in memory at once (JSON counted 8x); "
+                                                "503 with Retry-After beyond.")
     max_duration_s: float = Field(
         default=7200.0, gt=0, description="Longest accepted audio; 413 beyond (never truncated).")
     min_duration_s: float | None = Field(
@@ -56,11 +66,26 @@ class Settings(BaseSettings):
                                             "window length): bounds padding and the shapes onnxruntime sees.")
     batch_max_samples: int = Field(
         default=0, ge=0, description="Most padded samples (rows x length) per call; 0: batch_size windows.")
-    queue_limit: int = Field(default=256, ge=1, description="Inputs queued or in flight per model; 503 beyond.")
+    queue_limit: int = Field(
+        default=256, ge=1, description="Work units (window-length rows) queued or running per model; 503 beyond.")
+    max_long_jobs: int = Field(
+        default=4, ge=1, description="Windowed (long) uploads decoded and run at once per model; more wait in line.")
+    long_job_queue: int = Field(
+        default=64, ge=0, description="Long uploads waiting for a turn per model; 503 beyond.")
     max_batch_files: int = Field(default=32, ge=1, description="Most files in one /v1/classify/batch request.")
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After seconds sent with 503.")
     warmup: bool = Field(default=True, description="Run each model on dummy input before readiness turns true.")
     shutdown_timeout_s: int = Field(default=30, ge=1, description="Grace period for in-flight requests on SIGTERM.")
+    # HTTP server limits (app/http_guard.py, app/middleware.py).
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="Time a connection may take to send a request's headers; then closed.")
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="Longest pause between chunks of a request body; then 408.")
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0, description="Idle keep-alive connections close after this.")
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, description="Largest request line plus headers; 431 beyond.")
+    max_connections: int = Field(
+        default=256, ge=1, description="Open connections at once; beyond, new ones get 503 and are closed.")
     log_level: str = Field(default="INFO", description="Log level of the JSON logs.")
     # Browser apps and access control (app/access.py); both off by default.
     cors_origins: Annotated[list[str], NoDecode] = Field(

@@ -18,17 +18,29 @@ LABELS = ("low", "mid", "high")
 SAMPLE_RATE, HOP_MS, N_MELS, DELTA = 8000, 10.0, 4, 0.5  # hop 80 samples; frames_out = T - T // 2
 
 
-def build(path: Path, *, clip_seconds: float = 0.5, name_version: str = "tiny-1") -> Path:
-    """Write the model to `path` and return it."""
+BACKGROUND = "_background_"
+# With a background label: its logit is 3 - 20 * peak, so quiet windows (peak < ~0.1) are background
+# and a window holding any loud sample is not (a 0.5-amplitude sine makes "mid" at ~0.72).
+BACKGROUND_W, BACKGROUND_B = [0.0, 0.0, -20.0], 3.0
+
+
+def build(path: Path, *, clip_seconds: float = 0.5, name_version: str = "tiny-1", background: bool = False,
+          min_score: float = 0.5) -> Path:
+    """Write the model to `path` and return it; `background` adds a background label (last)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     hop = round(SAMPLE_RATE * HOP_MS / 1000)
+    labels = (*LABELS, BACKGROUND) if background else LABELS
+    weights = np.array([[4.0, -2.0, 1.0], [-3.0, 8.0, 2.0], [1.0, 1.0, -5.0]])
+    bias = np.array([0.1, -0.2, 0.3])
+    if background:
+        weights = np.column_stack([weights, BACKGROUND_W])
+        bias = np.append(bias, BACKGROUND_B)
     init = [numpy_helper.from_array(np.asarray(v, dtype=dt), name) for name, v, dt in [
         ("zero", 0, np.int64), ("one", 1, np.int64), ("two", 2, np.int64), ("hop", hop, np.int64),
         ("ax0", [0], np.int64), ("ax1", [1], np.int64), ("ax2", [2], np.int64),
-        ("W", [[4.0, -2.0, 1.0], [-3.0, 8.0, 2.0], [1.0, 1.0, -5.0]], np.float32),
-        ("b", [0.1, -0.2, 0.3], np.float32), ("half", 0.5, np.float32),
+        ("W", weights, np.float32), ("b", bias, np.float32), ("half", 0.5, np.float32),
         ("mel_ones", np.ones((1, 1, N_MELS)), np.float32)]]
     n = helper.make_node
     nodes = [
@@ -58,7 +70,7 @@ def build(path: Path, *, clip_seconds: float = 0.5, name_version: str = "tiny-1"
         nodes, "tiny_contract2",
         [helper.make_tensor_value_info(WAVEFORM, f32, ["batch", "samples"]),
          helper.make_tensor_value_info(LENGTHS, i64, ["batch"])],
-        [helper.make_tensor_value_info(LOGITS, f32, ["batch", len(LABELS)]),
+        [helper.make_tensor_value_info(LOGITS, f32, ["batch", len(labels)]),
          helper.make_tensor_value_info(IMPORTANCE, f32, ["batch", "frames"]),
          helper.make_tensor_value_info(FRAMES_IN, i64, ["batch"]),
          helper.make_tensor_value_info(FRAMES_OUT, i64, ["batch"]),
@@ -66,10 +78,10 @@ def build(path: Path, *, clip_seconds: float = 0.5, name_version: str = "tiny-1"
         init)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
-    meta = {"contract": CONTRACT_VERSION, "labels": json.dumps(list(LABELS)), "sample_rate": str(SAMPLE_RATE),
+    meta = {"contract": CONTRACT_VERSION, "labels": json.dumps(list(labels)), "sample_rate": str(SAMPLE_RATE),
             "delta": str(DELTA), "hop_ms": str(HOP_MS), "win_ms": "25.0", "n_mels": str(N_MELS),
             "clip_seconds": str(clip_seconds), "frontend": "tiny", "resolution": "diffres", "version": name_version,
-            "background_label": "", "min_score": "0.5"}
+            "background_label": BACKGROUND if background else "", "min_score": str(min_score)}
     helper.set_model_props(model, meta)
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
