@@ -1,15 +1,20 @@
 """Micro-batching: inputs of any length from concurrent requests share one padded onnxruntime call.
 
 Which inputs go together, and the padded length, is `app.batch_policy.choose` (bounded padding,
-a fixed grid of lengths). Admission is by lease: a request reserves queue slots before it decodes
-anything, so an overloaded server says 503 at once instead of queueing without bound, and an
-admitted request never fails half-way for lack of room (it never has more inputs in flight than
-it reserved). Session calls run in a dedicated thread; the event loop only moves futures around.
+a fixed grid of lengths). Admission is by lease and by work (app/admission.py): a request
+reserves work units before it decodes anything, so an overloaded server says 503 at once instead
+of queueing without bound, and an admitted request never fails half-way for lack of room.
+Order is fair between requests: every request's k-th queued input comes before any request's
+(k+1)-th, and among those the request served least recently goes first, so a short clip is in
+the next call even while long files have hundreds of windows queued. Inputs of a request that
+went away (cancelled futures) drop out before they run. Session calls run in a dedicated thread;
+the event loop only moves futures around.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -18,14 +23,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.admission import Admission, AdmissionLimits
 from app.batch_policy import BatchPolicy, choose
-from app.errors import Overloaded, Unavailable
+from app.errors import Unavailable
 from runtime.runner import DEFAULT_OUTPUTS, RowOutput
 
 log = logging.getLogger("app.batching")
 
 # rows, padded length, outputs -> one RowOutput per row (OnnxModel.run)
 RunBatch = Callable[[list[np.ndarray], int, Sequence[str]], list[RowOutput]]
+_sequence = itertools.count()
 
 
 @dataclass
@@ -33,7 +40,9 @@ class _Item:
     x: np.ndarray
     outputs: tuple[str, ...]
     future: asyncio.Future[RowOutput]
+    lease: Lease
     enqueued: float = field(default_factory=time.monotonic)
+    seq: int = field(default_factory=lambda: next(_sequence))
 
 
 @dataclass
@@ -48,11 +57,18 @@ class BatchStats:
 
 
 class Lease:
-    """`slots` reserved places in a batcher's queue, held for one request."""
+    """Work units reserved in a batcher for one request: at most `slots` inputs in flight at once.
 
-    def __init__(self, batcher: MicroBatcher, slots: int) -> None:
+    `last_served` (the number of the call that last ran one of its inputs) is its place in the fair
+    rotation; a long job also holds one of the model's long-job turns until released.
+    """
+
+    def __init__(self, batcher: MicroBatcher, slots: int, units: int, long_turn: bool = False) -> None:
         self._batcher = batcher
         self.slots = slots
+        self.units = units
+        self.long_turn = long_turn
+        self.last_served = -1
         self._released = False
 
     async def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[str] = DEFAULT_OUTPUTS) -> list[RowOutput]:
@@ -61,18 +77,20 @@ class Lease:
             raise ValueError(f"{len(inputs)} inputs exceed the {self.slots} reserved slots")
         if self._released:
             raise RuntimeError("lease already released")
-        futures = [self._batcher._enqueue(x, tuple(outputs)) for x in inputs]
+        futures = [self._batcher._enqueue(self, x, tuple(outputs)) for x in inputs]
         try:
             return list(await asyncio.gather(*futures))
         except BaseException:
-            for f in futures:
+            for f in futures:  # a cancelled request's inputs leave the queue before they run
                 f.cancel()
             raise
 
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._batcher._reserved -= self.slots
+            self._batcher.admission.give(self.units)
+            if self.long_turn:
+                self._batcher.admission.end_long_turn()
 
     def __enter__(self) -> Lease:
         return self
@@ -90,17 +108,20 @@ class MicroBatcher:
 
     def __init__(self, name: str, run_batch: RunBatch, policy: BatchPolicy, *, max_wait_s: float,
                  queue_limit: int, retry_after_s: int = 1, on_batch: Callable[[BatchStats], None] | None = None,
-                 on_reject: Callable[[], None] | None = None) -> None:
+                 on_reject: Callable[[str], None] | None = None, max_long_jobs: int = 4,
+                 long_job_queue: int = 64) -> None:
         self.name = name
         self._run_batch = run_batch
         self.policy = policy
         self.max_wait_s = max_wait_s
         self.queue_limit = queue_limit
         self.retry_after_s = retry_after_s
+        self.admission = Admission(name, AdmissionLimits(
+            capacity=queue_limit, request_share=min(policy.max_batch, queue_limit), long_jobs=max_long_jobs,
+            long_line=long_job_queue, retry_after_s=retry_after_s), on_reject)
         self._on_batch = on_batch
-        self._on_reject = on_reject
         self._pending: list[_Item] = []
-        self._reserved = 0
+        self._calls = 0
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -117,27 +138,50 @@ class MicroBatcher:
 
     @property
     def reserved(self) -> int:
-        return self._reserved
+        """Work units held by admitted requests."""
+        return self.admission.reserved
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._worker(), name=f"batcher-{self.name}")
 
-    def lease(self, slots: int) -> Lease:
-        """Reserve room for `slots` concurrent inputs or fail now with 503: never queue unboundedly."""
+    def _check_open(self) -> None:
         if self._closing or self._task is None:
             raise Unavailable("server is shutting down", headers={"Retry-After": str(self.retry_after_s)})
-        slots = max(1, min(slots, self.max_batch, self.queue_limit))
-        if self._reserved + slots > self.queue_limit:
-            if self._on_reject is not None:
-                self._on_reject()
-            raise Overloaded(f"model '{self.name}' is at capacity ({self.queue_limit} inputs queued or "
-                             "in flight); retry later", headers={"Retry-After": str(self.retry_after_s)})
-        self._reserved += slots
-        return Lease(self, slots)
 
-    def _enqueue(self, x: np.ndarray, outputs: tuple[str, ...]) -> asyncio.Future[RowOutput]:
+    def check_admission(self, units: int = 1) -> None:
+        """503 now if a request of `units` would be refused: call it before reading a request body."""
+        self._check_open()
+        self.admission.check(units)
+
+    def lease(self, slots: int, row_units: int = 1) -> Lease:
+        """Room for `slots` concurrent inputs of `row_units` each, or 503 now: never queue unboundedly.
+
+        A request holds at most its share (`request_share` units), but always room for one row.
+        """
+        self._check_open()
+        share = self.admission.limits.request_share
+        slots = max(1, min(slots, share // max(1, row_units)))
+        units = slots * max(1, row_units)
+        self.admission.take(units)
+        return Lease(self, slots, units)
+
+    async def long_lease(self) -> Lease:
+        """A lease for windowed audio: waits (cancellably) for a long-job turn, 503 when the line is full."""
+        self._check_open()
+        self.admission.check_long()
+        await self.admission.long_turn()
+        try:
+            self._check_open()
+            slots = self.admission.limits.request_share
+            self.admission.take(slots)
+        except BaseException:
+            self.admission.end_long_turn()
+            raise
+        return Lease(self, slots, slots, long_turn=True)
+
+    def _enqueue(self, lease: Lease, x: np.ndarray, outputs: tuple[str, ...]) -> asyncio.Future[RowOutput]:
         future: asyncio.Future[RowOutput] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Item(np.ascontiguousarray(x, dtype=np.float32), outputs, future))
+        self._pending.append(_Item(np.ascontiguousarray(x, dtype=np.float32), outputs, future, lease))
         self._wakeup.set()
         return future
 
@@ -149,16 +193,28 @@ class MicroBatcher:
             await self._task
         self._executor.shutdown(wait=True)
 
-    def _plan(self) -> tuple[list[_Item], int]:
-        """The policy's next batch over the live queue (oldest first) and its padded length."""
+    def _fair_order(self) -> list[_Item]:
+        """Live inputs in fair order: by rank within their request, then least recently served request."""
         self._pending = [i for i in self._pending if not i.future.done()]  # cancelled requests drop out
-        if not self._pending:
+        ranks: dict[int, int] = {}
+        keyed = []
+        for item in self._pending:  # enqueue order, so a request's rank 0 is its oldest input
+            rank = ranks.get(id(item.lease), 0)
+            ranks[id(item.lease)] = rank + 1
+            keyed.append(((rank, item.lease.last_served, item.seq), item))
+        keyed.sort(key=lambda pair: pair[0])
+        return [item for _, item in keyed]
+
+    def _plan(self) -> tuple[list[_Item], int]:
+        """The policy's next batch over the live queue, headed by the first input in fair order."""
+        order = self._fair_order()
+        if not order:
             return [], 0
-        plan = choose([len(i.x) for i in self._pending], self.policy)
-        return [self._pending[r] for r in plan.rows], plan.padded_length
+        plan = choose([len(i.x) for i in order], self.policy)
+        return [order[r] for r in plan.rows], plan.padded_length
 
     async def _collect(self) -> tuple[list[_Item], int]:
-        """Wait until the oldest input's batch is full or its wait expires; take that batch."""
+        """Wait until the head input's batch is full or its wait expires; take that batch."""
         batch, padded = self._plan()
         deadline = batch[0].enqueued + self.max_wait_s if batch else 0.0
         while batch and not self._closing and len(batch) < self.max_batch:
@@ -173,6 +229,9 @@ class MicroBatcher:
             batch, padded = self._plan()
         taken = {id(i) for i in batch}
         self._pending = [i for i in self._pending if id(i) not in taken]
+        self._calls += 1
+        for item in batch:
+            item.lease.last_served = self._calls
         return batch, padded
 
     async def _worker(self) -> None:

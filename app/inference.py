@@ -173,9 +173,9 @@ async def classify_upload(upload: Upload, model: LoadedModel, options: ClassifyO
     try:
         if info.duration_s is not None and 0 < info.duration_s < plan.min_duration_s:
             raise _too_short(info.duration_s, plan.min_duration_s)
-        # No length in the header (browser WebM, streamed FLAC): it may be long, so lease for windows.
-        long_audio = info.frames is None or info.frames * sr / info.sample_rate > plan.long_threshold
-        with model.batcher.lease(settings.batch_size if long_audio else 1) as lease:  # 503 before decoding
+        # No length in the header (browser WebM, streamed FLAC): it may be long, so it is admitted as long.
+        samples = None if info.frames is None else info.frames * sr // info.sample_rate
+        with await model.admit(samples) as lease:  # 503, or a wait for a long-job turn, before decoding
             stream = AudioStream(snd, info, sr, settings.max_duration_s)
             reader = ClipReader(stream, plan.window, plan.hop, plan.long_threshold)
             chunk = await _timed(decode, reader.next, lease.slots)
@@ -214,11 +214,3 @@ def _too_short(duration: float, minimum: float) -> BadAudio:
     return BadAudio(f"audio is {duration * 1000:.2f} ms long; at least {minimum * 1000:g} ms is needed "
                     "(DIFFRES_MIN_DURATION_S; default: one analysis window of the model)", code="audio_too_short")
 
-
-async def run_rows(model: LoadedModel, rows: list[np.ndarray], outputs: tuple[str, ...]) -> list[RowOutput]:
-    """Raw tensor rows (OIP infer, each trimmed to its length) through the batcher, a lease's worth at a time."""
-    results: list[RowOutput] = []
-    with model.batcher.lease(len(rows)) as lease:
-        for i in range(0, len(rows), lease.slots):
-            results.extend(await lease.run(rows[i:i + lease.slots], outputs))
-    return results

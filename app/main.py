@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.access import install_api_keys, install_cors
+from app.admission import ByteBudget
 from app.config import Settings, get_settings
 from app.demo import install_demo
 from app.errors import install_error_handlers
@@ -52,10 +53,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "`{\"error\": \"message\"}`).")
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.v2_budget = ByteBudget(settings.v2_body_budget_bytes, settings.retry_after_s)  # /v2 bodies in memory
     app.state.registry = ModelRegistry(settings, metrics)  # not ready until the lifespan replaces it
     install_error_handlers(app)
     install_api_keys(app, settings)  # inside the request-id/access-log middleware: 401s are logged too
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, settings=settings)
     install_cors(app, settings)  # outermost: preflights and 401s carry the CORS headers
     app.include_router(router)
     app.include_router(v2_router)

@@ -39,8 +39,9 @@ class Metrics:
         self.inference = Histogram("diffres_inference_seconds", "Duration of one onnxruntime call", ["model"],
                                    buckets=LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge("diffres_queue_depth", "Inputs waiting for a batch", ["model"], registry=r)
-        self.rejected = Counter("diffres_rejected_total", "Requests refused with 503 because the queue was full",
-                                ["model"], registry=r)
+        self.rejected = Counter("diffres_rejected_total", "Requests refused with 503 for lack of room, by reason "
+                                "(queue: work units; long_jobs: long-job turns and their line full)",
+                                ["model", "reason"], registry=r)
         self.audio_seconds = Counter("diffres_audio_seconds_total", "Seconds of uploaded audio classified",
                                      ["model"], registry=r)
         self.frames_in = Counter("diffres_frames_in_total", "Spectrogram frames entering DiffRes", ["model"],

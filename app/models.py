@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from app.batch_policy import BatchPolicy, LengthGrid
-from app.batching import MicroBatcher
+from app.admission import row_units
+from app.batching import Lease, MicroBatcher
 from app.config import Settings
 from app.errors import ModelNotFound, Unavailable
 from app.metrics import Metrics
@@ -48,12 +49,23 @@ class LoadedModel:
         self.batcher = MicroBatcher(
             self.info.name, self.run_batch, self.policy, max_wait_s=settings.batch_wait_ms / 1000,
             queue_limit=settings.queue_limit, retry_after_s=settings.retry_after_s,
+            max_long_jobs=settings.max_long_jobs, long_job_queue=settings.long_job_queue,
             on_batch=lambda stats: metrics.observe_batch(self.info.name, stats, self.batcher.depth),
-            on_reject=metrics.rejected.labels(self.info.name).inc)
+            on_reject=lambda reason: metrics.rejected.labels(self.info.name, reason).inc())
 
     @property
     def name(self) -> str:
         return self.info.name
+
+    async def admit(self, samples: int | None) -> Lease:
+        """The lease for a clip of `samples` (model rate; None: the header does not say, so maybe long).
+
+        Long audio waits for a long-job turn and holds windows; a clip that runs whole holds the
+        work units of its one row. 503 at once when there is no room (app/admission.py).
+        """
+        if samples is None or self.plan.is_long(samples):
+            return await self.batcher.long_lease()
+        return self.batcher.lease(1, row_units(samples, self.plan.window))
 
     def run_batch(self, rows: list[np.ndarray], pad_to: int, outputs: Sequence[str]) -> list[RowOutput]:
         """One session call (runs in the batcher thread)."""
@@ -69,6 +81,15 @@ def load_model(path: Path, settings: Settings, metrics: Metrics) -> LoadedModel:
     model = OnnxModel.load(path, providers=settings.providers, intra_op_threads=settings.intra_op_threads,
                            inter_op_threads=settings.inter_op_threads, spinning=settings.ort_spinning)
     return LoadedModel(model, settings, metrics)
+
+
+def public_reason(exc: Exception, path: Path) -> str:
+    """Why a model failed, for probes: the error's first line with the file's folder left out."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    for where in (str(path.resolve().parent), str(path.parent)):
+        if where and where != ".":
+            text = text.replace(where + "/", "").replace(where, "")
+    return f"{type(exc).__name__}: {text}"[:300]
 
 
 class ModelRegistry:
@@ -95,7 +116,7 @@ class ModelRegistry:
                     model.warm_up()
             except Exception as exc:  # one bad file must not take the others down
                 log.error("model %s not loaded: %s", path, exc)
-                self.failed[path.stem] = str(exc)
+                self.failed[path.stem] = public_reason(exc, path)
                 continue
             log.info("model %s loaded: %d labels, %d Hz, providers %s, version %s", model.name,
                      len(model.info.labels), model.info.sample_rate, model.model.providers, model.info.version)
@@ -108,7 +129,7 @@ class ModelRegistry:
             loaded = await asyncio.to_thread(self._load_all)
         except Exception as exc:
             log.exception("loading models failed")
-            self.status = f"loading models failed: {exc}"
+            self.status = f"loading models failed: {type(exc).__name__}"
             return
         if self._closing:
             return
@@ -116,7 +137,7 @@ class ModelRegistry:
             model.batcher.start()
             self.models[model.name] = model
         if not self.models:
-            self.status = f"no model could be loaded from {self.settings.model_dir}"
+            self.status = f"no model could be loaded from the model folder ({len(self.failed)} failed)"
             log.error(self.status)
             return
         if self.settings.default_model not in self.models:
@@ -125,6 +146,11 @@ class ModelRegistry:
         self.status = "ready"
         self.metrics.ready.set(1)
         self._ready_event.set()
+
+    @property
+    def healthy(self) -> bool:
+        """Ready, and every model file loaded: a failed file makes readiness say 'degraded' (503)."""
+        return self.ready and not self.failed
 
     async def wait_ready(self, timeout: float) -> bool:
         try:

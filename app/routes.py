@@ -171,13 +171,19 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Readiness, responses={503: ERRORS[503]}, tags=["probes"])
+@router.get("/readyz", response_model=Readiness, tags=["probes"], responses={
+    503: {"model": ErrorResponse, "description": "Loading, shutting down, or degraded: a model file failed to load "
+                                                 "(code `degraded`; the others still serve)"}})
 async def readyz(request: Request) -> Any:
-    """Readiness: every model loaded and warmed up."""
+    """Readiness: every model file loaded and warmed up; one failed file means degraded, not ready."""
     settings, registry, _ = _state(request)
+    retry = {"Retry-After": str(settings.retry_after_s)}
     if not registry.ready:
-        return error_response(request, 503, "not_ready", f"not ready: {registry.status}",
-                              {"Retry-After": str(settings.retry_after_s)})
+        return error_response(request, 503, "not_ready", f"not ready: {registry.status}", retry)
+    if registry.failed:
+        failed = "; ".join(f"{name}: {why}" for name, why in sorted(registry.failed.items()))
+        return error_response(request, 503, "degraded", f"degraded: serving {', '.join(sorted(registry.models))}; "
+                              f"failed to load: {failed}", retry)
     return Readiness(status="ready", models=sorted(registry.models), failed=registry.failed)
 
 

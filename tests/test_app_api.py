@@ -225,11 +225,16 @@ async def test_broken_model_file_is_reported_not_fatal(tmp_path: Path) -> None:
     (tmp_path / "keywords.onnx").symlink_to(MODEL_DIR / "keywords.onnx")
     (tmp_path / "broken.onnx").write_bytes(b"this is no onnx model")
     async with serve(model_dir=tmp_path) as s:
-        ready = (await s.client.get("/readyz")).json()
+        ready = await s.client.get("/readyz")
+        v2_ready = await s.client.get("/v2/health/ready")
         missing = await s.client.post("/v1/classify?model=broken", content=wav(1.0),
                                       headers={"content-type": "audio/wav"})
-    assert ready["models"] == ["keywords"] and "broken" in ready["failed"]
-    assert missing.status_code == 404
+        good = await s.client.post("/v1/classify", content=wav(1.0), headers={"content-type": "audio/wav"})
+    error = ready.json()["error"]
+    assert ready.status_code == 503 and error["code"] == "degraded" and ready.headers["retry-after"]
+    assert "broken" in error["message"] and "keywords" in error["message"]
+    assert str(tmp_path) not in ready.text and "/" not in error["message"]  # no paths in what probes say
+    assert v2_ready.status_code == 503 and missing.status_code == 404 and good.status_code == 200
 
 
 async def test_empty_model_dir_is_never_ready(tmp_path: Path) -> None:
