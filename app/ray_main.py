@@ -30,6 +30,10 @@ PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 SERVE_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "ray" / "serve.yaml"
 
 
+class RayUnavailable(RuntimeError):
+    """Ray itself could not start a local cluster here (not a fault of the service)."""
+
+
 def load_config(path: Path = SERVE_CONFIG) -> dict[str, Any]:
     """The serve config: one application with one deployment (the ones make serve-ray runs)."""
     config = yaml.safe_load(path.read_text())
@@ -60,8 +64,14 @@ def start(settings: Settings, config_path: Path = SERVE_CONFIG) -> str:
     # Ray's proxy answers a JSON 503 + Retry-After when a replica dies mid-request (app/ray_proxy.py).
     os.environ.setdefault(PROXY_CALLBACK_ENV, ray_proxy.CALLBACK)
     env = {k: v for k, v in os.environ.items() if k.startswith("DIFFRES_") or k == PROXY_CALLBACK_ENV}
-    ray.init(num_cpus=cpus, include_dashboard=False, _metrics_export_port=settings.ray_metrics_port,
-             runtime_env={"env_vars": env}, configure_logging=False)
+    on_sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        ray.init(num_cpus=cpus, include_dashboard=False, _metrics_export_port=settings.ray_metrics_port,
+                 runtime_env={"env_vars": env}, configure_logging=False)
+    except Exception as exc:
+        raise RayUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    if on_sigterm is not None:  # Ray's driver installs a SIGTERM handler that aborts: keep the caller's
+        signal.signal(signal.SIGTERM, on_sigterm)
     print(f"ray: local cluster at {ray.get_runtime_context().gcs_address} with {cpus} CPUs", flush=True)
     http_options = {**config.get("http_options", {}), "host": settings.host, "port": settings.port}
     serve.start(http_options=http_options, proxy_location=config.get("proxy_location", "EveryNode"))
@@ -96,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
             signal.pause()
     except KeyboardInterrupt:
         return 130
+    except RayUnavailable as exc:
+        print(f"ray: cannot start a local cluster: {exc}", file=sys.stderr, flush=True)
+        return 3
     finally:
         stop()
         print("stopped: Serve and Ray shut down", flush=True)

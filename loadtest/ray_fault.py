@@ -5,7 +5,6 @@ threads posting a short real clip, SIGKILLs one replica's process (its pid from 
 and keeps the load on until Ray reports every replica running again and a few seconds after.
 Every request is recorded: which failed, with what status and body, and when. Writes
 reports/ray_fault.json and reports/RAY_FAULT.md; exit 1 when a criterion is missed (see `verdict`).
-`--address/--url` attach to a service already on Ray (the test suite's) instead of starting one.
 Bounded: at most --max-seconds of load and --max-requests requests, to 127.0.0.1 only.
 """
 
@@ -26,6 +25,8 @@ from typing import Any
 import httpx
 import numpy as np
 import soundfile as sf
+
+from loadtest.ray_server import CANNOT_START
 
 ROOT = Path(__file__).resolve().parents[1]
 APP, DEPLOYMENT = "diffres", "DiffRes"
@@ -194,33 +195,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=120, help="longest load phase (default 120)")
     p.add_argument("--max-requests", type=int, default=20000)
     p.add_argument("--recovery-bound", type=float, default=60, help="seconds allowed to be fully ready again")
-    p.add_argument("--address", help="attach: the Ray cluster's GCS address (else start one)")
-    p.add_argument("--url", help="attach: the service URL on that cluster")
     p.add_argument("--out", type=Path, default=ROOT / "reports")
     args = p.parse_args(argv)
-    if bool(args.address) != bool(args.url) or not 1 <= args.clients <= 64 or not 5 <= args.max_seconds <= 600:
-        p.error("--address and --url go together; clients 1..64; max-seconds 5..600")
+    if not 1 <= args.clients <= 64 or not 5 <= args.max_seconds <= 600:
+        p.error("clients 1..64; max-seconds 5..600")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    import ray
-
-    from app.config import Settings
     from app import ray_main
+    from app.config import Settings
+    from loadtest.server import free_port
 
-    settings = Settings()
-    if args.address:
-        ray.init(address=args.address, configure_logging=False, log_to_driver=False)
-        url = args.url
-    else:
-        from loadtest.server import free_port
-
-        settings = Settings(port=free_port(), ray_metrics_port=free_port(), model_dir=ROOT / "models")
-        url = ray_main.start(settings)
+    settings = Settings(port=free_port(), ray_metrics_port=free_port(), model_dir=ROOT / "models")
     try:
+        url = ray_main.start(settings)
         summary = run(url, settings.ray_replicas, args.clients, args.max_seconds, args.max_requests,
                       args.recovery_bound)
+    except ray_main.RayUnavailable as exc:
+        print(f"{CANNOT_START}: {exc}", file=sys.stderr)
+        return 3
     finally:
-        ray.shutdown() if args.address else ray_main.stop()
+        ray_main.stop()
     problems = verdict(summary)
     summary["verdict"] = problems or "all criteria met"
     args.out.mkdir(parents=True, exist_ok=True)

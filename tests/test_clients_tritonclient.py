@@ -10,7 +10,6 @@ same protocol) is not installed by the test set-up: see the README (Triton and K
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,7 +51,8 @@ def local() -> OnnxModel:
 
 def rows(rate: int) -> list[np.ndarray]:
     """Two rows of different lengths: real digit clips when ../shared/data is there, else tones."""
-    clips = sorted((DATA_DIR / "digits" / "7").glob("7_*_1.wav"))[:1] + sorted((DATA_DIR / "digits" / "3").glob("3_*_2.wav"))[:1]
+    folder = DATA_DIR / "digits"
+    clips = sorted((folder / "7").glob("7_*_1.wav"))[:1] + sorted((folder / "3").glob("3_*_2.wav"))[:1]
     if len(clips) == 2:
         out = []
         for path in clips:

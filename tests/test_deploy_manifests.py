@@ -140,7 +140,8 @@ def test_service_hpa_and_pdb_select_the_deployment() -> None:
     assert service["spec"]["selector"].items() <= labels.items()
     assert service["spec"]["ports"][0]["targetPort"] == "http"
     hpa = one(DEPLOY / "k8s" / "hpa.yaml")["spec"]
-    assert (hpa["scaleTargetRef"]["kind"], hpa["scaleTargetRef"]["name"]) == ("Deployment", deployment["metadata"]["name"])
+    target = hpa["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
     assert hpa["minReplicas"] >= 2
     pdb = one(DEPLOY / "k8s" / "pdb.yaml")["spec"]
     assert pdb["selector"]["matchLabels"].items() <= labels.items()
