@@ -28,8 +28,7 @@ from app.ray_metrics import MetricsMirror
 
 log = logging.getLogger("app.ray")
 
-DEPLOYMENT = "DiffRes"
-APP_NAME = "diffres"
+DEPLOYMENT = "DiffRes"  # deploy/ray/serve.yaml names it (the same) for every launch
 METRICS_SYNC_S = 2.0
 READY_WAIT_S = 300.0  # the first health check waits this long for model loading and warm-up
 
@@ -76,13 +75,16 @@ class DiffResReplica:
             await asyncio.sleep(METRICS_SYNC_S)
 
     async def check_health(self) -> None:
-        """Ray's health check: wait for readiness (first check: the warm-up), fail if loading failed."""
+        """Ray's health check = the app's readiness (/readyz): wait out loading and warm-up (the first
+        check), then fail unless every model file is serving; Ray replaces a replica that fails."""
         assert self._web is not None
         deadline = asyncio.get_running_loop().time() + READY_WAIT_S
-        while not (registry := self._web.state.registry).ready:
-            if registry.status != "loading" or asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError(f"replica not ready: {registry.status}")
+        while (registry := self._web.state.registry).status == "loading":
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"replica not ready after {READY_WAIT_S:.0f} s: still loading")
             await asyncio.sleep(0.2)
+        if not registry.healthy:
+            raise RuntimeError(f"replica not ready: {registry.status}; failed to load: {registry.failed}")
 
     async def __del__(self) -> None:
         if self._mirror_task is not None:

@@ -29,8 +29,17 @@ import soundfile as sf
 from loadtest.ray_server import CANNOT_START
 
 ROOT = Path(__file__).resolve().parents[1]
-APP, DEPLOYMENT = "diffres", "DiffRes"
-REPLICA_PREFIX = f"SERVE_REPLICA::{APP}#{DEPLOYMENT}#"
+
+def _names() -> tuple[str, str]:
+    """Application and deployment names, from the serve config app.ray_main deploys."""
+    from app.ray_main import load_config
+
+    app = load_config()["applications"][0]
+    return app["name"], app["deployments"][0]["name"]
+
+
+APP, DEPLOYMENT = _names()
+REPLICA_PREFIX = f"SERVE_REPLICA::{APP}#{DEPLOYMENT}#"  # Ray's replica actor names
 
 
 @dataclass
