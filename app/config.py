@@ -86,6 +86,14 @@ class Settings(BaseSettings):
         default=16 * 1024, ge=1024, description="Largest request line plus headers; 431 beyond.")
     max_connections: int = Field(
         default=256, ge=1, description="Open connections at once; beyond, new ones get 503 and are closed.")
+    # Live streaming over WebSocket (/v1/stream, app/stream.py).
+    stream_slots: int = Field(
+        default=2, ge=1, description="Work units (windows in flight) one stream holds for its whole life; a stream "
+                                     "is refused (close 1013) when the model has no room for them.")
+    stream_idle_timeout_s: float = Field(
+        default=30.0, gt=0, description="A stream that sends nothing for this long is closed (close code 4408).")
+    stream_max_chunk_bytes: int = Field(
+        default=1 * MiB, ge=64, description="Largest binary message of a stream; larger ones close it (1009).")
     log_level: str = Field(default="INFO", description="Log level of the JSON logs.")
     # Browser apps and access control (app/access.py); both off by default.
     cors_origins: Annotated[list[str], NoDecode] = Field(

@@ -1,8 +1,9 @@
 """Classify one upload: decode in a thread, batch through the model, aggregate windows into one answer.
 
-Clip-level result of long audio = mean of the windows' softmax probabilities (every window weighs
-the same; the end-aligned last window overlaps its neighbour more). Frame counts are summed over
-windows; the importance curve is stitched on the model's frame grid, averaging where windows overlap.
+Clip-level result of long audio = what was detected: each label's best window probability (the
+background label's lowest), not a mean diluted by background. Events (runtime/events.py) come from
+the same windows, in order. Frame counts are summed over windows; the importance curve is stitched
+on the model's frame grid, averaging where windows overlap.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from starlette.concurrency import run_in_threadpool
 from runtime.audio import AudioStream, ClipReader, Whole, Windows, open_audio
 from app.batching import Lease
 from app.config import Settings
-from app.errors import BadAudio
+from app.errors import BadAudio, InvalidParameters
 from app.metrics import Metrics
 from app.models import LoadedModel
-from app.schemas import ClassifyResponse, Frames, Prediction, Segment, Spectrogram, Timing, Windowing
+from app.schemas import ClassifyResponse, EventOut, Frames, Prediction, Segment, Spectrogram, Timing, Windowing
 from app.uploads import Upload
-from runtime.contract import LOGMEL
+from runtime.contract import LOGMEL, ModelInfo
+from runtime.events import EventRules, EventTracker, parse_thresholds
 from runtime.merge import boundaries, merged_logmel
 from runtime.runner import DEFAULT_OUTPUTS, RowOutput
 
@@ -35,11 +37,21 @@ class ClassifyOptions:
     top_k: int = 5
     include_importance: bool = False
     include_spectrogram: bool = False
+    min_score: float | None = None  # event threshold; None: the model's min_score
+    thresholds: str = ""  # per-label event thresholds, `label:score,label:score`
 
     @classmethod
     def of(cls, params: object) -> ClassifyOptions:
         """From a request's parameters (any object with the same attribute names)."""
-        return cls(**{name: getattr(params, name) for name in ("top_k", "include_importance", "include_spectrogram")})
+        return cls(**{name: getattr(params, name) for name in ("top_k", "include_importance", "include_spectrogram",
+                                                                "min_score", "thresholds")})
+
+    def event_rules(self, info: ModelInfo) -> EventRules:
+        """This request's event thresholds for the model; 422 for ones the model cannot take."""
+        try:
+            return EventRules.for_model(info, self.min_score, parse_thresholds(self.thresholds))
+        except ValueError as exc:
+            raise InvalidParameters(str(exc)) from exc
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -65,24 +77,25 @@ class WindowAggregator:
     def __init__(self, model: LoadedModel, options: ClassifyOptions) -> None:
         self.model = model
         self.options = options
-        self.prob_sum = np.zeros(len(model.info.labels))
         self.count = 0
         self.frames_in = 0
         self.frames_out = 0
         self.segments: list[Segment] = []
+        self.tracker = new_tracker(model, options)
+        self.events: list[EventOut] = []
         self._imp_sum = np.zeros(0)
         self._imp_count = np.zeros(0)
 
     def add(self, start: int, length: int, out: RowOutput) -> None:
         sr = self.model.info.sample_rate
         probs = softmax(out.logits)
-        self.prob_sum += probs
         self.count += 1
         self.frames_in += out.frames_in
         self.frames_out += out.frames_out
         self.segments.append(Segment(start_s=start / sr, end_s=(start + length) / sr,
                                      predictions=top_predictions(probs, self.model.info.labels, self.options.top_k),
                                      frames=Frames.of(out.frames_in, out.frames_out)))
+        self.events += map(EventOut.of, self.tracker.add(start, length, probs, out.importance))
         if self.options.include_importance:
             self._add_importance(round(start / self.model.plan.frame_hop), out.importance)
 
@@ -102,7 +115,17 @@ class WindowAggregator:
         return np.round(np.divide(total, count, out=np.zeros_like(total), where=count > 0), 5).tolist()
 
     def clip_predictions(self) -> list[Prediction]:
-        return top_predictions(self.prob_sum / max(1, self.count), self.model.info.labels, self.options.top_k)
+        return top_predictions(self.tracker.clip_scores(), self.model.info.labels, self.options.top_k)
+
+    def finish_events(self) -> list[EventOut]:
+        self.events += map(EventOut.of, self.tracker.finish())
+        return self.events
+
+
+def new_tracker(model: LoadedModel, options: ClassifyOptions) -> EventTracker:
+    """Events of one request: its thresholds, onsets refined with the importance curve."""
+    return EventTracker(options.event_rules(model.info), sample_rate=model.info.sample_rate,
+                        frame_hop=model.plan.frame_hop)
 
 
 async def _timed(clock: list[float], fn: Callable[..., T], *args: object) -> T:
@@ -125,6 +148,7 @@ class _Outcome:
     windowing: Windowing | None = None
     importance: list[float] | None = None
     spectrogram: Spectrogram | None = None
+    events: list[EventOut] | None = None
 
 
 def spectrogram_of(out: RowOutput, model: LoadedModel) -> Spectrogram:
@@ -142,8 +166,10 @@ async def _classify_whole(lease: Lease, samples: np.ndarray, model: LoadedModel,
     probs = softmax(out.logits)
     importance = np.round(out.importance, 5).tolist() if options.include_importance else None
     spectrogram = spectrogram_of(out, model) if options.include_spectrogram else None
+    tracker = new_tracker(model, options)
+    events = [EventOut.of(e) for e in tracker.add(0, len(samples), probs, out.importance) + tracker.finish()]
     return _Outcome(top_predictions(probs, model.info.labels, options.top_k), out.frames_in, out.frames_out,
-                    importance=importance, spectrogram=spectrogram)
+                    importance=importance, spectrogram=spectrogram, events=events)
 
 
 async def _classify_windows(lease: Lease, reader: ClipReader, chunk: Windows | Whole | None,
@@ -159,7 +185,8 @@ async def _classify_windows(lease: Lease, reader: ClipReader, chunk: Windows | W
     sr = model.info.sample_rate
     return _Outcome(agg.clip_predictions(), agg.frames_in, agg.frames_out, agg.segments,
                     Windowing(window_s=model.plan.window / sr, hop_s=model.plan.hop / sr, windows=agg.count),
-                    agg.importance(reader.total_samples) if options.include_importance else None)
+                    agg.importance(reader.total_samples) if options.include_importance else None,
+                    events=agg.finish_events())
 
 
 async def classify_upload(upload: Upload, model: LoadedModel, options: ClassifyOptions, settings: Settings,
@@ -168,6 +195,7 @@ async def classify_upload(upload: Upload, model: LoadedModel, options: ClassifyO
     if upload.size == 0:
         raise BadAudio("uploaded file is empty", code="empty_audio")
     plan, sr = model.plan, model.info.sample_rate
+    options.event_rules(model.info)  # 422 before decoding
     decode = [0.0]
     snd, info = await _timed(decode, open_audio, upload.file, settings.max_duration_s)
     try:
@@ -207,7 +235,7 @@ async def classify_upload(upload: Upload, model: LoadedModel, options: ClassifyO
                          total=round((time.perf_counter() - started) * 1000, 3)),
         segments=outcome.segments, windowing=outcome.windowing, importance=outcome.importance,
         importance_hop_s=plan.frame_hop / sr if outcome.importance is not None else None,
-        spectrogram=outcome.spectrogram, warnings=warnings or None)
+        spectrogram=outcome.spectrogram, events=outcome.events, warnings=warnings or None)
 
 
 def _too_short(duration: float, minimum: float) -> BadAudio:

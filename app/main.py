@@ -23,6 +23,7 @@ from app.metrics import Metrics
 from app.middleware import RequestContextMiddleware
 from app.models import ModelRegistry
 from app.routes import router
+from app.stream import router as stream_router
 from app.v2 import router as v2_router
 
 log = logging.getLogger("app")
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_cors(app, settings)  # outermost: preflights and 401s carry the CORS headers
     app.include_router(router)
     app.include_router(v2_router)
+    app.include_router(stream_router)
     install_demo(app)
     return app
 

@@ -43,6 +43,11 @@ class ClassifyParams(BaseModel):
     include_spectrogram: bool = Field(
         False, description="Add the log-mel, importance and merged frames the classifier saw (`spectrogram`); "
                            "for audio that is not windowed (up to the model's long_audio_s)")
+    min_score: float | None = Field(
+        None, ge=0, le=1, description="Event threshold: a window fires for its best non-background label when that "
+                                      "label's probability reaches it; default: the model's min_score (GET /v1/models)")
+    thresholds: str = Field(
+        "", max_length=4000, description="Per-label event thresholds overriding min_score, `label:score,label:score`")
 
 
 def _state(request: Request) -> tuple[Settings, ModelRegistry, Metrics]:
@@ -161,7 +166,8 @@ async def list_models(request: Request) -> ModelList:
             name=name, labels=list(i.labels), sample_rate=sr, delta=i.delta, version=i.version,
             clip_seconds=i.clip_seconds, hop_ms=i.hop_ms, win_ms=i.win_ms, n_mels=i.n_mels, frontend=i.frontend,
             resolution=i.resolution, default=name == settings.default_model, window_s=m.plan.window / sr,
-            window_hop_s=m.plan.hop / sr, long_audio_s=m.plan.long_threshold / sr))
+            window_hop_s=m.plan.hop / sr, long_audio_s=m.plan.long_threshold / sr,
+            background_label=i.background_label, min_score=i.min_score))
     return ModelList(models=out, default_model=settings.default_model)
 
 

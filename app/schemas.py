@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field
 
 class Prediction(BaseModel):
     label: str
-    score: float = Field(description="Softmax probability (clip level: mean over windows)")
+    score: float = Field(description="Softmax probability (clip level of windowed audio: the best window's; "
+                                     "for the background label the lowest window's)")
 
 
 class Frames(BaseModel):
@@ -39,7 +40,21 @@ class Windowing(BaseModel):
     window_s: float
     hop_s: float
     windows: int
-    aggregation: Literal["mean_probability"] = "mean_probability"
+    aggregation: Literal["max_probability"] = "max_probability"
+
+
+class EventOut(BaseModel):
+    """A detected sound: consecutive windows firing for one label, bounds refined with DiffRes importance."""
+
+    label: str
+    start_s: float = Field(description="Onset, seconds from the start of the audio")
+    end_s: float = Field(description="Offset, seconds from the start of the audio")
+    score: float = Field(description="Best probability of the label over the event's windows")
+
+    @classmethod
+    def of(cls, event: object) -> EventOut:
+        """From a runtime.events.Event."""
+        return cls(**{k: getattr(event, k) for k in ("label", "start_s", "end_s", "score")})
 
 
 class Spectrogram(BaseModel):
@@ -74,6 +89,9 @@ class ClassifyResponse(BaseModel):
     importance_hop_s: float | None = Field(None, description="Seconds between importance frames")
     spectrogram: Spectrogram | None = Field(
         None, description="Log-mel, importance and merged frames (include_spectrogram; clips that are not windowed)")
+    events: list[EventOut] | None = Field(
+        None, description="Detected sounds in time order: windows whose best non-background label reaches its "
+                          "threshold (min_score / thresholds), consecutive ones of one label merged")
     warnings: list[str] | None = None
 
 
@@ -116,6 +134,8 @@ class ModelDescription(BaseModel):
     window_s: float
     window_hop_s: float
     long_audio_s: float
+    background_label: str = Field("", description="The label meaning \"nothing here\" (never an event); \"\": none")
+    min_score: float = Field(0.5, description="Default event threshold, chosen on validation data at training time")
 
 
 class ModelList(BaseModel):

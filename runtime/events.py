@@ -10,6 +10,9 @@ Rules
   works the same way: every window whose top label reaches the threshold fires.
 - Consecutive windows firing for the same label merge into one event; a window that does not fire,
   or fires for another label, closes it. An event's `score` is the best probability of its windows.
+  A closed event whose refined span overlaps the previous one of the same label joins it (one word
+  seen by two runs of windows, e.g. again by the end-aligned last window), so an event is only
+  final once a window starting after its end has been classified.
 - Onset and offset: the union of the merged windows is seconds too wide (a window is a whole
   training clip, 3.1 s for keywords). Inside that span the DiffRes importance curve, averaged where
   windows overlap, marks where the sound is: importance saturates at 1 on the frames DiffRes keeps
@@ -160,6 +163,7 @@ class EventTracker:
         self.max_gap = round(max_gap_s * sample_rate / frame_hop)
         self.max_event_windows = max_event_windows
         self.open: _OpenEvent | None = None
+        self.pending: Event | None = None  # closed, but a later run of windows may still overlap it
         n = len(rules.labels)
         self.best = np.zeros(n)  # clip level: best window probability per label
         self.least = np.ones(n)  # and the lowest, for the background label
@@ -173,7 +177,10 @@ class EventTracker:
         label = self.rules.firing(probs)
         closed: list[Event] = []
         if self.open is not None and (label != self.open.label or self.open.windows >= self.max_event_windows):
-            closed.append(self._close())
+            closed += self._settle(self._close())
+        if self.pending is not None and start >= self.pending.end_s * self.sample_rate:
+            closed.append(self.pending)  # no later window can overlap it any more
+            self.pending = None
         if label is None:
             return closed
         if self.open is None:
@@ -187,8 +194,22 @@ class EventTracker:
         return closed
 
     def finish(self) -> list[Event]:
-        """The event still open at the end of the audio, if any."""
-        return [self._close()] if self.open is not None else []
+        """The events still open or pending at the end of the audio."""
+        closed = self._settle(self._close()) if self.open is not None else []
+        if self.pending is not None:
+            closed.append(self.pending)
+            self.pending = None
+        return closed
+
+    def _settle(self, event: Event) -> list[Event]:
+        """Hold `event` as pending, joining it to the pending one when they overlap; what is final now."""
+        p = self.pending
+        if p is not None and p.label == event.label and event.start_s < p.end_s:
+            self.pending = Event(p.label, min(p.start_s, event.start_s), max(p.end_s, event.end_s),
+                                 max(p.score, event.score))
+            return []
+        self.pending = event
+        return [p] if p is not None else []
 
     def provisional(self) -> Event | None:
         """The open event with its windows' bounds (for early notice while streaming)."""

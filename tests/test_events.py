@@ -137,3 +137,16 @@ def test_importance_refines_onset_and_offset_inside_the_windows() -> None:
     assert fine[0][1:3] == (0.07, 0.12)
     flat = run(tracker(EventRules.for_model(info()), "importance"), seq, curves=[np.full(11, 0.5)] * 2)
     assert flat[0][1:3] == (0.0, 0.15)  # no contrast: the windows' bounds stand
+
+
+def test_overlapping_runs_of_one_label_join_and_an_event_is_final_once_a_window_starts_after_it() -> None:
+    t = tracker(EventRules.for_model(info()))
+    assert t.add(0, 100, probs("a")) == [] and t.add(50, 100, probs(None)) == []
+    # The end-aligned last window overlaps its predecessor: the same word seen again joins its event.
+    assert t.add(60, 100, probs("a", 0.7)) == []
+    assert [(e.start_s, e.end_s, e.score) for e in t.finish()] == [(0.0, 0.16, 0.9)]
+    t = tracker(EventRules.for_model(info()))
+    t.add(0, 100, probs("a"))
+    assert t.add(50, 100, probs(None)) == []  # the event [0, 0.1] may still grow
+    assert [e.end_s for e in t.add(100, 100, probs(None))] == [0.1]  # this window starts after it: final
+    assert t.finish() == []
