@@ -20,7 +20,7 @@ $(SERVE_STAMP): $(BIN)/python pyproject.toml
 # torch FIRST and pinned (a CPU wheel); an unpinned torch pulls several GB of CUDA packages.
 $(FULL_STAMP): $(SERVE_STAMP)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[train,test,load,ray,interop]"
+	$(BIN)/pip install -q -e ".[train,test,load,ray,interop,browser]"
 	touch $@
 
 RAY_STAMP := $(VENV)/.ray-installed

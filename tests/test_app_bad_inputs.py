@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.av_encode import TARGETS, Target, encode as encode_av
 from tests.conftest import TEST_LIMITS, Served, encode, tone, wav
 
 pytestmark = pytest.mark.anyio
@@ -32,6 +33,24 @@ def header_claims_hours() -> bytes:
     data[4:8] = struct.pack("<I", 0xFFFFFFF0)
     data[40:44] = struct.pack("<I", 0xFFFFFF00)
     return bytes(data)
+
+
+def streamed_flac(seconds: float, sr: int = 16000) -> bytes:
+    """A valid FLAC whose STREAMINFO says "total samples unknown", as streaming encoders write it."""
+    data = bytearray(encode(tone(seconds, sr), sr, "FLAC"))
+    data[18:26] = (int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)).to_bytes(8, "big")
+    return bytes(data)
+
+
+def nan_matroska() -> bytes:
+    x = tone(0.5, 16000)
+    x[321] = np.nan
+    return encode_av(x, 16000, TARGETS["mkv-float"])
+
+
+# Browser-style WebM (no duration in the header) of PCM at 1 kHz: 10 s past the limit, small upload.
+LIVE_PCM = Target("live-pcm", "matroska", "pcm_s16le", 1000, {"live": "1"})
+HLS = b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n"
 
 
 def half(data: bytes, keep: float = 0.5) -> bytes:
@@ -98,6 +117,16 @@ CASES = [
     Case("chunked upload over the limit", 413, "payload_too_large", content="chunked"),
     Case("audio longer than max duration", 413, "audio_too_long",
          content=encode(np.zeros(int(TEST_LIMITS["max_duration_s"] + 1) * 1000, np.float32), 1000)),
+    Case("streamed flac, length unknown", 200, None, content=streamed_flac(1.0)),  # was 413 "576460752303423.5 s"
+    Case("streamed flac over max duration", 413, "audio_too_long",
+         content=streamed_flac(TEST_LIMITS["max_duration_s"] + 10, 1000)),
+    Case("webm without duration over max duration", 413, "audio_too_long", headers={"content-type": "audio/webm"},
+         content=encode_av(tone(TEST_LIMITS["max_duration_s"] + 10, 1000), 1000, LIVE_PCM)),
+    Case("webm/opus", 200, None, content=encode_av(tone(1.0, 16000), 16000, TARGETS["webm"])),
+    Case("m4a cut off", 400, "invalid_audio", content=half(encode_av(tone(1.0, 16000), 16000, TARGETS["m4a"]))),
+    Case("adts cut off", 400, "invalid_audio", content=half(encode_av(tone(1.0, 16000), 16000, TARGETS["adts"]), 0.3)),
+    Case("NaN in a matroska float stream", 400, "non_finite_audio", content=nan_matroska()),
+    Case("hls playlist", 400, "invalid_audio", content=HLS),
     Case("text/plain body", 415, "unsupported_media_type", content=wav(1.0), headers={"content-type": "text/plain"}),
     Case("json body", 415, "unsupported_media_type", content=b'{"audio": "x"}',
          headers={"content-type": "application/json"}),

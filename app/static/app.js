@@ -126,7 +126,8 @@ function draw(result) {
   }
   if (importance) {
     const high = importance.filter((v) => v > 0.9).length;
-    Plots.curve($("importance"), importance, {label: `${high} of ${importance.length} frames ≥ 0.9`});
+    const hopS = spec ? spec.hop_s : result.importance_hop_s;
+    Plots.curve($("importance"), importance, {label: `${high} of ${importance.length} frames ≥ 0.9`, hopS});
     $("importance").setAttribute("aria-label", `Importance curve: ${high} of ${importance.length} frames at 0.9 or above`);
   }
   const segments = result.segments || [];
@@ -154,7 +155,9 @@ async function toggleRecording() {
   }
   let stream;
   try {
-    stream = await navigator.mediaDevices.getUserMedia({audio: true});
+    // The model was trained on unprocessed audio: no echo cancellation, noise suppression or gain control.
+    stream = await navigator.mediaDevices.getUserMedia({audio: {echoCancellation: false, noiseSuppression: false,
+      autoGainControl: false}});
   } catch (error) {
     say(`The microphone is not available: ${error.message}`, true);
     return;

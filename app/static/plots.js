@@ -52,8 +52,19 @@ const Plots = (() => {
     for (const t of ticks) ctx.fillRect(Math.round((t / frames) * width), 0, Math.max(1, ratio), 7 * ratio);
   }
 
-  /** A curve over frames with a labelled y axis and a dashed reference line (importance = 1). */
-  function curve(canvas, values, {reference = 1, label = ""} = {}) {
+  /** Second marks along the bottom edge, for a plot of `frames` frames `hopS` seconds apart. */
+  function seconds(ctx, width, height, ratio, frames, hopS) {
+    const duration = frames * hopS, step = duration > 8 ? Math.ceil(duration / 8) : 0.5;
+    ctx.fillStyle = INK;
+    for (let t = step; t < duration; t += step) {
+      const x = (t / duration) * width;
+      ctx.fillRect(x, height - 5 * ratio, Math.max(1, ratio), 5 * ratio);
+      ctx.fillText(`${t}s`, x + 2 * ratio, height - 6 * ratio);
+    }
+  }
+
+  /** A curve over frames with a labelled y axis, a dashed reference line (importance = 1) and seconds. */
+  function curve(canvas, values, {reference = 1, label = "", hopS = 0} = {}) {
     const {ctx, width, height, ratio} = fit(canvas);
     const top = Math.max(reference, ...values) * 1.05, pad = 4 * ratio;
     const y = (v) => height - pad - (v / top) * (height - 2 * pad);
@@ -74,6 +85,7 @@ const Plots = (() => {
     ctx.fillText(`${reference}`, 2 * ratio, y(reference) - 2 * ratio);
     ctx.fillText("0", 2 * ratio, height - 2 * ratio);
     if (label) ctx.fillText(label, width - ctx.measureText(label).width - 4 * ratio, FONT * ratio);
+    if (hopS) seconds(ctx, width, height, ratio, values.length, hopS);
   }
 
   /** Windows of long audio as labelled bars on two alternating rows (they overlap by half). */
