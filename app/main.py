@@ -25,6 +25,7 @@ from app.models import ModelRegistry
 from app.routes import router
 from app.stream import router as stream_router
 from app.v2 import router as v2_router
+from runtime.audio import preload_ffmpeg
 
 log = logging.getLogger("app")
 
@@ -32,6 +33,7 @@ log = logging.getLogger("app")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     metrics = Metrics()
+    preload_ffmpeg()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -139,6 +139,11 @@ def _check_header(info: AudioInfo, max_duration_s: float) -> None:
         raise AudioTooLong(f"audio is {info.duration_s:.1f} s long; the limit is {max_duration_s:g} s")
 
 
+def preload_ffmpeg() -> None:
+    """Load PyAV/FFmpeg now (about 0.1 s), so a service's first WebM or M4A upload does not wait for it."""
+    import runtime.audio_ffmpeg  # noqa: F401 - imported for its side effect: the libraries are loaded
+
+
 def _open_libsndfile(source: AudioSource) -> SoundfileDecoder | None:
     """libsndfile's decoder, or None for a file it should not read: an unrecognised format, or one
     whose header says "length unknown" (a streamed FLAC: libsndfile's reads seek, which then fails)."""
