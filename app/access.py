@@ -1,5 +1,8 @@
 """Who may call the API: CORS for browser apps on other origins, API keys for /v1 and /v2. Both off by default.
 
+WebSockets under /v1 (the live stream) need the key in the same headers, or are refused at the
+handshake.
+
 Keys are compared in constant time and never logged (the access log records the path, not headers
 or the query string). Probes stay open so orchestrators need no key; /metrics has its own setting.
 The key check is pure ASGI, so upload bodies keep streaming; it answers 401 before a byte is read.
@@ -23,6 +26,7 @@ OPEN_PATHS = ("/v2/health/",)  # liveness and readiness of the OIP protocol: pro
 METRICS = "/metrics"
 KEY_HEADERS = ("authorization", "x-api-key")
 CORS_HEADERS = ["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"]
+WS_POLICY_VIOLATION = 1008
 
 
 def presented_key(scope: Scope) -> str | None:
@@ -56,12 +60,16 @@ class ApiKeyMiddleware:
         return sum(hmac.compare_digest(given, d) for d in self._digests) > 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.protects(scope["path"]):
+        if scope["type"] not in ("http", "websocket") or not self.protects(scope["path"]):
             await self.app(scope, receive, send)
             return
         key = presented_key(scope)
         if self.accepts(key):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":  # refused at the handshake (HTTP 403), before the app accepts
+            await receive()
+            await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": "API key missing or not valid"})
             return
         message = ("this API needs a key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`" if key is None
                    else "the API key is not valid")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.conftest import Served, require_model, serve, wav
+from tests.conftest import MODEL_DIR, Served, require_model, serve, wav
 
 pytestmark = pytest.mark.anyio
 KEYS = "k-first-0123456789,k-second-abcdef"
@@ -95,6 +96,29 @@ async def test_keys_never_reach_the_logs(guarded: Served, caplog: pytest.LogCapt
     text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in server)
     assert "GET /v1/models 200" in text and "GET /v1/models 401" in text  # the requests were logged
     assert first not in text
+
+
+def test_the_websocket_stream_needs_a_key_too() -> None:
+    """Refused at the handshake without a valid key; with one, the stream opens (its first message: ready)."""
+    from starlette.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+    from app.config import Settings
+    from app.main import create_app
+
+    require_model("keywords")
+    app = create_app(Settings(model_dir=MODEL_DIR, api_keys=KEYS))
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 120
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling the readiness probe: the models load in the background
+        for headers in ({}, {"X-API-Key": "wrong"}):
+            with pytest.raises(WebSocketDisconnect) as refused:
+                with client.websocket_connect("/v1/stream", headers=headers):
+                    pass
+            assert refused.value.code == 1008
+        with client.websocket_connect("/v1/stream", headers={"Authorization": f"Bearer {KEYS.split(',')[0]}"}) as ws:
+            assert ws.receive_json()["type"] == "ready"
 
 
 async def test_cors_preflight_and_answers_for_the_allowed_origin(guarded: Served) -> None:
