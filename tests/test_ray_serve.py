@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
 
 from loadtest.ray_server import RayCannotStart, RayServer, kill_session
 from loadtest.server import Server
@@ -158,6 +160,30 @@ def test_oversized_streamed_body_gets_413_before_it_ends(ray_service: RayServer,
             answers.append(_read_response(sock))
     assert answers[0][0].startswith("HTTP/1.1 413") and answers[0][1]["error"]["code"] == "payload_too_large"
     assert answers[1] == answers[0]
+
+
+def stream_exchange(url: str, pcm: bytes) -> tuple[list[Any], int | None]:
+    """Everything /v1/stream says to `pcm` in 100 ms chunks (8 kHz s16le), and its close code."""
+    messages: list[Any] = []
+    with ws_connect(url.replace("http://", "ws://") + "/v1/stream?model=digits", open_timeout=30) as ws:
+        messages.append(json.loads(ws.recv(timeout=30)))
+        for i in range(0, len(pcm), 1600):
+            ws.send(pcm[i:i + 1600])
+        ws.send(json.dumps({"type": "end"}))
+        try:
+            while True:
+                messages.append(json.loads(ws.recv(timeout=30)))
+        except ConnectionClosed as closed:
+            return messages, closed.rcvd.code if closed.rcvd else None
+
+
+def test_websocket_stream_answers_through_ray_as_through_uvicorn(ray_service: RayServer, plain: Server) -> None:
+    x = np.concatenate([np.zeros(4000, np.float32), tone(0.5, 8000, freq=700.0), np.zeros(8000, np.float32)])
+    pcm = np.clip(np.round(x * 32767), -32768, 32767).astype("<i2").tobytes()
+    answers = [stream_exchange(base, pcm) for base in (plain.url, ray_service.url)]
+    assert answers[0][1] == 1000 and answers[0][0][-1]["type"] == "end"
+    for plain_message, ray_message in zip(comparable(answers[0][0]), comparable(answers[1][0]), strict=True):
+        assert ray_message == plain_message
 
 
 # ------------------------------------------------------------------ replicas, metrics, threads
