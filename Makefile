@@ -7,7 +7,7 @@ SERVE_STAMP := $(VENV)/.serve-installed
 FULL_STAMP := $(VENV)/.full-installed
 LOAD_STAMP := $(VENV)/.load-installed
 
-.PHONY: install install-serve serve test docker docker-smoke docker-ci loadtest bench serve-ray triton-repo
+.PHONY: install install-serve serve test docker docker-smoke docker-ci loadtest bench serve-ray triton-repo eval-events
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -68,3 +68,8 @@ loadtest: $(LOAD_STAMP)
 
 bench: $(FULL_STAMP)
 	$(BIN)/python -m bench
+
+# Event detection on long recordings (validation keywords in noise and unseen speech) and live-stream
+# latency: reports/EVENTS.md and reports/events.json. About 5 minutes on 2 cores.
+eval-events: $(FULL_STAMP)
+	$(BIN)/python -m bench.events

@@ -10,9 +10,9 @@ Rules
   works the same way: every window whose top label reaches the threshold fires.
 - Consecutive windows firing for the same label merge into one event; a window that does not fire,
   or fires for another label, closes it. An event's `score` is the best probability of its windows.
-  A closed event whose refined span overlaps the previous one of the same label joins it (one word
-  seen by two runs of windows, e.g. again by the end-aligned last window), so an event is only
-  final once a window starting after its end has been classified.
+  A closed event that starts less than `join_gap_s` (0.5 s) after the previous one of the same
+  label ends joins it (one word seen by two runs of windows, e.g. again by the end-aligned last
+  window), so an event is only final once a window starting `join_gap_s` after its end is classified.
 - Onset and offset: the union of the merged windows is seconds too wide (a window is a whole
   training clip, 3.1 s for keywords). Inside that span the DiffRes importance curve, averaged where
   windows overlap, marks where the sound is: importance saturates at 1 on the frames DiffRes keeps
@@ -38,6 +38,7 @@ from runtime.contract import ModelInfo
 
 ONSET_METHODS = ("importance", "window")
 MAX_EVENT_WINDOWS = 64  # ~100 s for the keywords model: bounds the open event's memory
+JOIN_GAP_S = 0.5  # same-label events closer than this are one (nobody repeats a word within half a second)
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ class EventTracker:
     """
 
     def __init__(self, rules: EventRules, *, sample_rate: int, frame_hop: int, onsets: str = "importance",
-                 min_contrast: float = 0.15, max_gap_s: float = 0.3,
+                 min_contrast: float = 0.15, max_gap_s: float = 0.3, join_gap_s: float = JOIN_GAP_S,
                  max_event_windows: int = MAX_EVENT_WINDOWS) -> None:
         if onsets not in ONSET_METHODS:
             raise ValueError(f"onsets must be one of {ONSET_METHODS}")
@@ -162,6 +163,7 @@ class EventTracker:
         self.onsets, self.min_contrast = onsets, min_contrast
         self.max_gap = round(max_gap_s * sample_rate / frame_hop)
         self.max_event_windows = max_event_windows
+        self.join_gap_s = join_gap_s
         self.open: _OpenEvent | None = None
         self.pending: Event | None = None  # closed, but a later run of windows may still overlap it
         n = len(rules.labels)
@@ -176,9 +178,11 @@ class EventTracker:
         np.minimum(self.least, probs, out=self.least)
         label = self.rules.firing(probs)
         closed: list[Event] = []
-        if self.open is not None and (label != self.open.label or self.open.windows >= self.max_event_windows):
+        if self.open is not None and self.open.windows >= self.max_event_windows:
+            closed += [*self._flush(), self._close()]  # a capped event is final at once: nothing joins it
+        elif self.open is not None and label != self.open.label:
             closed += self._settle(self._close())
-        if self.pending is not None and start >= self.pending.end_s * self.sample_rate:
+        if self.pending is not None and start >= (self.pending.end_s + self.join_gap_s) * self.sample_rate:
             closed.append(self.pending)  # no later window can overlap it any more
             self.pending = None
         if label is None:
@@ -196,15 +200,16 @@ class EventTracker:
     def finish(self) -> list[Event]:
         """The events still open or pending at the end of the audio."""
         closed = self._settle(self._close()) if self.open is not None else []
-        if self.pending is not None:
-            closed.append(self.pending)
-            self.pending = None
-        return closed
+        return closed + self._flush()
+
+    def _flush(self) -> list[Event]:
+        pending, self.pending = self.pending, None
+        return [pending] if pending is not None else []
 
     def _settle(self, event: Event) -> list[Event]:
-        """Hold `event` as pending, joining it to the pending one when they overlap; what is final now."""
+        """Hold `event` as pending, joining it to the pending one when close enough; what is final now."""
         p = self.pending
-        if p is not None and p.label == event.label and event.start_s < p.end_s:
+        if p is not None and p.label == event.label and event.start_s < p.end_s + self.join_gap_s:
             self.pending = Event(p.label, min(p.start_s, event.start_s), max(p.end_s, event.end_s),
                                  max(p.score, event.score))
             return []

@@ -77,7 +77,7 @@ def test_background_never_fires_and_the_most_probable_candidate_wins() -> None:
 
 def test_consecutive_windows_of_one_label_merge_and_others_split() -> None:
     seq = [probs("a"), probs("a", 0.95), probs(None), probs("a", 0.8), probs("b"), probs("b"), probs(None)]
-    events = run(tracker(EventRules.for_model(info())), seq)
+    events = run(tracker(EventRules.for_model(info()), join_gap_s=0.0), seq)
     assert events == [("a", 0.0, 0.15, 0.95), ("a", 0.15, 0.25, 0.8), ("b", 0.2, 0.35, 0.9)]
 
 
@@ -139,14 +139,19 @@ def test_importance_refines_onset_and_offset_inside_the_windows() -> None:
     assert flat[0][1:3] == (0.0, 0.15)  # no contrast: the windows' bounds stand
 
 
-def test_overlapping_runs_of_one_label_join_and_an_event_is_final_once_a_window_starts_after_it() -> None:
-    t = tracker(EventRules.for_model(info()))
+def test_close_runs_of_one_label_join_and_an_event_is_final_once_a_window_starts_after_it() -> None:
+    t = tracker(EventRules.for_model(info()), join_gap_s=0.0)
     assert t.add(0, 100, probs("a")) == [] and t.add(50, 100, probs(None)) == []
     # The end-aligned last window overlaps its predecessor: the same word seen again joins its event.
     assert t.add(60, 100, probs("a", 0.7)) == []
     assert [(e.start_s, e.end_s, e.score) for e in t.finish()] == [(0.0, 0.16, 0.9)]
-    t = tracker(EventRules.for_model(info()))
+    t = tracker(EventRules.for_model(info()), join_gap_s=0.0)
     t.add(0, 100, probs("a"))
     assert t.add(50, 100, probs(None)) == []  # the event [0, 0.1] may still grow
     assert [e.end_s for e in t.add(100, 100, probs(None))] == [0.1]  # this window starts after it: final
     assert t.finish() == []
+    # With the default 0.5 s join gap, an "a" starting 0.4 s after the first one's end joins it; 0.6 s does not.
+    near = [probs("a")] + [probs(None)] * 9 + [probs("a")]  # the second starts at 0.5 s
+    assert [e[1:3] for e in run(tracker(EventRules.for_model(info())), near)] == [(0.0, 0.6)]
+    far = [probs("a")] + [probs(None)] * 11 + [probs("a")]  # at 0.6 s
+    assert [e[1:3] for e in run(tracker(EventRules.for_model(info())), far)] == [(0.0, 0.1), (0.6, 0.7)]
