@@ -7,7 +7,7 @@ SERVE_STAMP := $(VENV)/.serve-installed
 FULL_STAMP := $(VENV)/.full-installed
 LOAD_STAMP := $(VENV)/.load-installed
 
-.PHONY: install install-serve serve test docker docker-smoke docker-ci loadtest bench serve-ray triton-repo eval-events
+.PHONY: install install-serve serve test docker docker-smoke docker-ci loadtest bench serve-ray triton-repo eval-events reliability reliability-short
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(SERVE_STAMP): $(BIN)/python pyproject.toml
 # torch FIRST and pinned (a CPU wheel); an unpinned torch pulls several GB of CUDA packages.
 $(FULL_STAMP): $(SERVE_STAMP)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[train,test,load,ray,interop,browser]"
+	$(BIN)/pip install -q -e ".[train,test,load,ray,interop,browser,reliability]"
 	touch $@
 
 RAY_STAMP := $(VENV)/.ray-installed
@@ -73,3 +73,12 @@ bench: $(FULL_STAMP)
 # latency: reports/EVENTS.md and reports/events.json. About 5 minutes on 2 cores.
 eval-events: $(FULL_STAMP)
 	$(BIN)/python -m bench.events
+
+# The service under abuse (reliability/): schemathesis, bad inputs, hostile clients, soak, overload,
+# SIGTERM / kill -9 / corrupt model; writes reports/RELIABILITY.md. Options: make reliability ARGS="--soak-minutes 3".
+reliability: $(FULL_STAMP)
+	$(BIN)/python -m reliability $(ARGS)
+
+# The few-minute version CI runs (.ci/run): one-minute soak, a few hundred schemathesis cases.
+reliability-short: $(FULL_STAMP)
+	$(BIN)/python -m reliability --short $(ARGS)

@@ -87,7 +87,7 @@ BATCH_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {"multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-            "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}},
+            "file": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}}}}},
     }
 }
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -20,10 +20,10 @@ import json
 import math
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -94,15 +94,18 @@ INFER_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {
         "id": {"type": "string"}, "parameters": {"type": "object"}, "inputs": {"type": "array", "items": _TENSOR},
         "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
-            "name": {"type": "string"}, "parameters": {"type": "object"}}}}}}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"},
-                                 "description": "binary tensor extension: the JSON header of "
-                                                "Inference-Header-Content-Length bytes, then the tensors"}}}}
+            "name": {"type": "string"}, "parameters": {"type": "object"}}}}}}}},
+    # The binary tensor extension (any content type, the JSON header's length in Inference-Header-Content-Length)
+    # depends on a header, which OpenAPI cannot tie to a body; the route description says how to use it.
+    }}
 INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Output tensors (JSON, or binary after the JSON header when asked for)",
           "content": {"application/json": {"schema": {"type": "object"}},
                       "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
     **_errors(400, 404, 413, 415, 503)}
+
+
+ModelName = Annotated[str, Path(description="Model name (file stem)", examples=["keywords"])]
 
 
 def _registry(request: Request) -> ModelRegistry:
@@ -127,7 +130,7 @@ async def ready(request: Request) -> JSONResponse:
 
 
 @router.get("/models/{model_name}", responses=_errors(404, 503))
-async def model_metadata(request: Request, model_name: str) -> dict[str, Any]:
+async def model_metadata(request: Request, model_name: ModelName) -> dict[str, Any]:
     m = _registry(request).get(model_name)
     i = m.info
     return {
@@ -142,7 +145,7 @@ async def model_metadata(request: Request, model_name: str) -> dict[str, Any]:
 
 
 @router.get("/models/{model_name}/ready", responses=_errors(404, 503))
-async def model_ready(request: Request, model_name: str) -> dict[str, Any]:
+async def model_ready(request: Request, model_name: ModelName) -> dict[str, Any]:
     m = _registry(request).get(model_name)
     return {"name": m.name, "ready": True}
 
@@ -367,9 +370,13 @@ async def run_rows(model: LoadedModel, rows: list[np.ndarray], outputs: tuple[st
 
 
 @router.post("/models/{model_name}/infer", openapi_extra=INFER_BODY, responses=INFER_RESPONSES)
-async def infer(request: Request, model_name: str) -> Response:
+async def infer(request: Request, model_name: ModelName) -> Response:
     """OIP inference on `waveform` FP32 [batch, samples] (+ optional `lengths` INT64 [batch]); rows batch
-    with other requests. Outputs as JSON tensors, or binary where asked."""
+    with other requests. Outputs as JSON tensors, or binary where asked.
+
+    Large inputs: the binary tensor extension (the JSON header, then raw little-endian tensors; header
+    `Inference-Header-Content-Length` = the JSON header's bytes; up to DIFFRES_MAX_TENSOR_BYTES).
+    """
     model = _registry(request).get(model_name)
     model.batcher.check_admission()  # 503 before reading the body
     settings = request.app.state.settings
