@@ -87,6 +87,7 @@ class DiffResReplica:
             raise RuntimeError(f"replica not ready: {registry.status}; failed to load: {registry.failed}")
 
     async def __del__(self) -> None:
+        """Ray tears the replica down (after the app's lifespan shutdown): stop copying metrics."""
         if self._mirror_task is not None:
             self._mirror_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
