@@ -31,23 +31,24 @@ ARG PIP_EXTRA_INDEX_URL=
 WORKDIR /src
 # Dependencies first, in their own layer: code changes do not reinstall them.
 # The CA bundle comes as a build secret (never stored in a layer), for TLS-intercepting proxies.
-COPY pyproject.toml ./
+COPY pyproject.toml docker/constraints.txt ./
 RUN --mount=type=secret,id=pipca \
     if [ -s /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     [ -n "$PIP_INDEX_URL" ] || unset PIP_INDEX_URL; \
     [ -n "$PIP_EXTRA_INDEX_URL" ] || unset PIP_EXTRA_INDEX_URL; \
     python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt
+ && pip install -c constraints.txt -r /tmp/requirements.txt  # exact versions: docker/constraints.txt
 
 # The package itself: base dependencies only (no extras, so no torch).
 COPY README.md* ./
 COPY app ./app
+COPY runtime ./runtime
 RUN --mount=type=secret,id=pipca \
     if [ -s /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     [ -n "$PIP_INDEX_URL" ] || unset PIP_INDEX_URL; \
     [ -n "$PIP_EXTRA_INDEX_URL" ] || unset PIP_EXTRA_INDEX_URL; \
     [ -f README.md ] || echo "# diffres-service" > README.md; \
-    pip install . \
+    pip install -c constraints.txt --no-deps . \
  && pip uninstall -y pip setuptools \
  && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
 
