@@ -25,7 +25,7 @@ from app.models import LoadedModel
 from app.schemas import ClassifyResponse, EventOut, Frames, Prediction, Segment, Spectrogram, Timing, Windowing
 from app.uploads import Upload
 from runtime.contract import LOGMEL, ModelInfo
-from runtime.events import EventRules, EventTracker, parse_thresholds
+from runtime.events import EventRules, EventTracker, frame_energy_db, parse_thresholds
 from runtime.merge import boundaries, merged_logmel
 from runtime.runner import DEFAULT_OUTPUTS, RowOutput
 
@@ -55,8 +55,9 @@ class ClassifyOptions:
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        """The model outputs this request needs (what the batch call asks onnxruntime for)."""
-        return (*DEFAULT_OUTPUTS, LOGMEL) if self.include_spectrogram else DEFAULT_OUTPUTS
+        """The model outputs this request needs (what the batch call asks onnxruntime for); the log-mel
+        always: events fall back to its energy for onsets when the importance curve is flat."""
+        return (*DEFAULT_OUTPUTS, LOGMEL)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -95,7 +96,7 @@ class WindowAggregator:
         self.segments.append(Segment(start_s=start / sr, end_s=(start + length) / sr,
                                      predictions=top_predictions(probs, self.model.info.labels, self.options.top_k),
                                      frames=Frames.of(out.frames_in, out.frames_out)))
-        self.events += map(EventOut.of, self.tracker.add(start, length, probs, out.importance))
+        self.events += map(EventOut.of, self.tracker.add(start, length, probs, *event_curves(out)))
         if self.options.include_importance:
             self._add_importance(round(start / self.model.plan.frame_hop), out.importance)
 
@@ -120,6 +121,11 @@ class WindowAggregator:
     def finish_events(self) -> list[EventOut]:
         self.events += map(EventOut.of, self.tracker.finish())
         return self.events
+
+
+def event_curves(out: RowOutput) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """What locates an event inside its windows: the importance curve, and the log-mel energy."""
+    return out.importance, None if out.logmel is None else frame_energy_db(out.logmel)
 
 
 def new_tracker(model: LoadedModel, options: ClassifyOptions) -> EventTracker:
@@ -167,7 +173,7 @@ async def _classify_whole(lease: Lease, samples: np.ndarray, model: LoadedModel,
     importance = np.round(out.importance, 5).tolist() if options.include_importance else None
     spectrogram = spectrogram_of(out, model) if options.include_spectrogram else None
     tracker = new_tracker(model, options)
-    events = [EventOut.of(e) for e in tracker.add(0, len(samples), probs, out.importance) + tracker.finish()]
+    events = [EventOut.of(e) for e in tracker.add(0, len(samples), probs, *event_curves(out)) + tracker.finish()]
     return _Outcome(top_predictions(probs, model.info.labels, options.top_k), out.frames_in, out.frames_out,
                     importance=importance, spectrogram=spectrogram, events=events)
 

@@ -49,7 +49,7 @@ from starlette.websockets import WebSocketDisconnect
 from app.batching import Lease
 from app.config import Settings
 from app.errors import ApiError, InvalidParameters, ModelNotFound, Unavailable, api_error
-from app.inference import ClassifyOptions, softmax, top_predictions
+from app.inference import ClassifyOptions, event_curves, softmax, top_predictions
 from app.models import LoadedModel
 from runtime.audio import AudioInfo, AudioStream, WindowCutter
 from runtime.contract import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
@@ -138,6 +138,7 @@ class StreamSession:
     def __init__(self, ws: WebSocket, model: LoadedModel, params: StreamParams, options: ClassifyOptions,
                  settings: Settings, lease: Lease) -> None:
         self.ws, self.model, self.params, self.settings, self.lease = ws, model, params, settings, lease
+        self.options = options
         sr = model.info.sample_rate
         self.decoder = PcmDecoder(params.format, params.channels, params.sample_rate or sr)
         self.audio = AudioStream(self.decoder, self.decoder.info, sr)  # no duration limit: streams may be endless
@@ -228,11 +229,11 @@ class StreamSession:
         sr, labels = self.model.info.sample_rate, self.model.info.labels
         for i in range(0, len(windows), self.lease.slots):
             group = windows[i:i + self.lease.slots]
-            outs = await self.lease.run([w for _, w in group])
+            outs = await self.lease.run([w for _, w in group], self.options.outputs)
             for (start, window), out in zip(group, outs, strict=True):
                 probs = softmax(out.logits)
                 before = self.tracker.open
-                for event in self.tracker.add(start, len(window), probs, out.importance):
+                for event in self.tracker.add(start, len(window), probs, *event_curves(out)):
                     await self._send_event("event", event)
                 provisional = self.tracker.provisional()
                 if provisional is not None and self.tracker.open is not before:

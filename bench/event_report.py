@@ -13,7 +13,7 @@ def _row(name: str, s: dict[str, Any]) -> str:
 
 
 def render(r: dict[str, Any], goal_f1: float, goal_fa: float) -> str:
-    service = r["results"]["importance"]
+    service = r["results"]["service"]
     overall = service["all"]
     met_f1, met_fa = overall["f1"] >= goal_f1, (overall["false_alarms_per_hour"] or 0.0) < goal_fa
     lines = [
@@ -28,21 +28,22 @@ def render(r: dict[str, Any], goal_f1: float, goal_fa: float) -> str:
         f"correct when its label matches and its onset is within {r['collar_s']:g} s of the reference onset.", "",
         f"**Goals: F1 >= {goal_f1:g}: {'met' if met_f1 else 'not met'} ({overall['f1']:.3f}); fewer than {goal_fa:g} "
         f"false alarms per hour: {'met' if met_fa else 'not met'} ({overall['false_alarms_per_hour']}).**", "",
-        "## The service's events (onsets from DiffRes importance, default threshold)", "",
+        "## The service's events (default threshold; bounds from DiffRes importance, its log-mel energy when flat)", "",
         "| condition | keywords | TP | FP | FN | precision | recall | F1 | false alarms | per hour | median abs onset / offset error (s) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
         *[_row(name, s) for name, s in service.items()], "",
         "## Onset and offset: does the importance curve help?", "",
         "Same windows, same threshold; only the event bounds differ: `window` keeps the merged windows' bounds, "
-        "`importance` (the service) locates the salient stretch of the DiffRes importance curve inside them, "
-        "`energy` applies the same rule to the log-mel energy (6 dB minimum contrast). The reference bounds come from "
-        "the clean clip's energy, which favours `energy` in quiet conditions.", "",
+        "`importance` locates the salient stretch of the DiffRes importance curve inside them (or keeps the windows' "
+        "bounds when the curve is flat), `energy` applies the same rule to the graph's log-mel energy (6 dB minimum "
+        "contrast), `service` takes importance and falls back to energy. The reference bounds come from the clean "
+        "clip's energy, which favours `energy`, most in quiet conditions.", "",
         "| method | F1 | median abs onset error (s) | median abs offset error (s) |", "|---|---|---|---|",
         *[f"| {m} | {res['all']['f1']:.3f} | {res['all']['onset_abs_err_median_s']} | {res['all']['offset_abs_err_median_s']} |"
           for m, res in r["results"].items()], "",
-        "Per condition F1 (window / importance / energy): " + "; ".join(
-            f"{c} {r['results']['window'][c]['f1']:.3f} / {r['results']['importance'][c]['f1']:.3f} / "
-            f"{r['results']['energy'][c]['f1']:.3f}" for c in service if c != "all") + ".", "",
+        "Per condition F1 (window / importance / energy / service): " + "; ".join(
+            f"{c} " + " / ".join(f"{r['results'][m][c]['f1']:.3f}" for m in ("window", "importance", "energy", "service"))
+            for c in service if c != "all") + ".", "",
         "## Threshold (min_score for every label)", "",
         "| min_score | precision | recall | F1 | false alarms per hour |", "|---|---|---|---|---|",
         *[f"| {t}{' (model default)' if float(t) == r['min_score'] else ''} | {s['precision']:.3f} | {s['recall']:.3f} | "

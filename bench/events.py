@@ -6,8 +6,8 @@ never heard), runs them through the service's own pieces (window plan, WindowCut
 runtime/events.py), and scores the events: event-based precision, recall and F1 with a 0.5 s
 onset collar (same label, onset within 0.5 s, each reference matched at most once, closest first),
 and false alarms per hour of background-only audio. Onset/offset methods compared on the same
-windows: "importance" (the service: DiffRes importance curve), "window" (the merged windows'
-bounds) and "energy" (the same locate rule on the graph's log-mel energy). Writes reports/EVENTS.md
+windows: "service" (DiffRes importance, the log-mel energy when importance is flat), "importance"
+and "energy" alone, and "window" (the merged windows' bounds). Writes reports/EVENTS.md
 and reports/events.json, and optionally streams one recording in real time to a real server for
 the latency from a keyword's end to its event.
 """
@@ -29,14 +29,13 @@ from bench import event_scenes as scenes
 from bench.event_stream import latencies, stream_scene
 from runtime.audio import WindowCutter
 from runtime.contract import FRAMES_IN, FRAMES_OUT, IMPORTANCE, LOGITS, LOGMEL
-from runtime.events import Event, EventRules, EventTracker
+from runtime.events import Event, EventRules, EventTracker, frame_energy_db
 from runtime.runner import OnnxModel
 from runtime.windows import WindowPlan
 
 CONDITIONS = (("noise", 30.0), ("noise", 10.0), ("noise", 0.0), ("speech", 10.0), ("speech", 0.0))
 COLLAR_S = 0.5
-METHODS = ("importance", "window", "energy")
-ENERGY_CONTRAST_DB = 6.0
+METHODS = ("service", "importance", "energy", "window")  # service: importance, its energy when flat
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 GOAL_F1, GOAL_FA_PER_HOUR = 0.9, 2.0
 
@@ -60,18 +59,18 @@ def classify(model: OnnxModel, plan: WindowPlan, audio: np.ndarray, batch: int) 
         rows = model.run([w for _, w in group], outputs=(LOGITS, IMPORTANCE, FRAMES_IN, FRAMES_OUT, LOGMEL))
         for (start, w), r in zip(group, rows, strict=True):
             z = np.exp(r.logits.astype(np.float64) - r.logits.max())
-            energy = 10 * np.log10(np.mean(np.exp(r.logmel.astype(np.float64)), axis=1) + 1e-12)
-            out.append(Window(start, len(w), z / z.sum(), r.importance, energy))
+            out.append(Window(start, len(w), z / z.sum(), r.importance, frame_energy_db(r.logmel)))
     return out
 
 
 def detect(windows: list[Window], rules: EventRules, info_sr: int, frame_hop: int, method: str) -> list[Event]:
-    onsets = "window" if method == "window" else "importance"
-    contrast = {"energy": ENERGY_CONTRAST_DB}.get(method, 0.15)
-    tracker = EventTracker(rules, sample_rate=info_sr, frame_hop=frame_hop, onsets=onsets, min_contrast=contrast)
+    """Events of one recording with the bounds of `method` (the curves it is given; none: windows)."""
+    tracker = EventTracker(rules, sample_rate=info_sr, frame_hop=frame_hop)
     events = []
     for w in windows:
-        events += tracker.add(w.start, w.length, w.probs, w.energy_db if method == "energy" else w.importance)
+        importance = w.importance if method in ("service", "importance") else None
+        energy = w.energy_db if method in ("service", "energy") else None
+        events += tracker.add(w.start, w.length, w.probs, importance, energy)
     return events + tracker.finish()
 
 
@@ -170,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     default_rules = EventRules.for_model(info)
     results = {m: evaluate(classified, default_rules, sr, plan.frame_hop, m) for m in METHODS}
     sweep = {f"{t:g}": evaluate(classified, EventRules.for_model(info, min_score=t), sr, plan.frame_hop,
-                                "importance")["all"] for t in sorted({*THRESHOLDS, info.min_score})}
+                                "service")["all"] for t in sorted({*THRESHOLDS, info.min_score})}
     report: dict[str, Any] = {
         "command": "python -m bench.events " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "model": info.name, "version": info.version, "background_label": info.background_label,

@@ -14,13 +14,14 @@ Rules
   label ends joins it (one word seen by two runs of windows, e.g. again by the end-aligned last
   window), so an event is only final once a window starting `join_gap_s` after its end is classified.
 - Onset and offset: the union of the merged windows is seconds too wide (a window is a whole
-  training clip, 3.1 s for keywords). Inside that span the DiffRes importance curve, averaged where
-  windows overlap, marks where the sound is: importance saturates at 1 on the frames DiffRes keeps
-  at full resolution and is low on silence. `locate` smooths the curve, keeps the frames above half
-  way between its 10th percentile and its peak, bridges gaps shorter than `max_gap_s`, and takes the
-  run holding the most importance above the baseline. A flat curve (contrast < `min_contrast`, e.g.
-  a window full of noise) says nothing, so the event keeps the window bounds. bench/events.py
-  measures whether this helps against the window bounds and against a log-mel energy curve.
+  training clip, 3.1 s for keywords). Inside that span a per-frame curve, averaged where windows
+  overlap, marks where the sound is. First choice: the DiffRes importance curve (1 on the frames
+  DiffRes keeps at full resolution, low on silence). `locate` smooths the curve over 5 frames, keeps
+  the frames above half way between its 10th percentile and its peak, bridges gaps shorter than
+  `max_gap_s`, and takes the run holding the most of the curve above the baseline. A flat curve
+  (spread under IMPORTANCE_CONTRAST) says nothing: a DiffRes that learnt near-uniform importance
+  (activeness ~0) gives no onsets. Then the same rule on the frames' log-mel energy (spread of at
+  least ENERGY_CONTRAST_DB), else the windows' bounds. bench/events.py measures each choice alone.
 - Memory: only the open event's curve is held, and an event longer than `max_event_windows`
   windows is closed and a new one opened, so an endless stream never grows.
 - Clip level: each label's best window probability ("what was detected"), and for the background
@@ -36,7 +37,8 @@ import numpy as np
 
 from runtime.contract import ModelInfo
 
-ONSET_METHODS = ("importance", "window")
+IMPORTANCE_CONTRAST = 0.15  # importance is 0-1: less spread than this says nothing
+ENERGY_CONTRAST_DB = 6.0
 MAX_EVENT_WINDOWS = 64  # ~100 s for the keywords model: bounds the open event's memory
 JOIN_GAP_S = 0.5  # same-label events closer than this are one (nobody repeats a word within half a second)
 
@@ -105,8 +107,9 @@ def locate(curve: np.ndarray, *, min_contrast: float, max_gap: int, smooth: int 
     """[start, end) frames of the most salient stretch of `curve`, or None when it is too flat to say."""
     if len(curve) < 3:
         return None
-    kernel = np.ones(min(smooth, len(curve))) / min(smooth, len(curve))
-    smoothed = np.convolve(curve, kernel, mode="same")
+    width = min(smooth, len(curve))
+    padded = np.pad(curve, (width // 2, width - 1 - width // 2), mode="edge")  # no zeros leaking in at the ends
+    smoothed = np.convolve(padded, np.ones(width) / width, mode="valid")
     low, high = float(np.percentile(smoothed, 10)), float(smoothed.max())
     if high - low < min_contrast:
         return None
@@ -121,6 +124,26 @@ def locate(curve: np.ndarray, *, min_contrast: float, max_gap: int, smooth: int 
     return max(merged, key=lambda r: float(excess[r[0]:r[1]].sum()))
 
 
+class _Curve:
+    """A per-frame curve stitched from overlapping windows (mean where they overlap)."""
+
+    def __init__(self) -> None:
+        self.total = np.zeros(0)
+        self.count = np.zeros(0)
+
+    def add(self, offset: int, values: np.ndarray) -> None:
+        end = offset + len(values)
+        if end > len(self.total):
+            grow = end - len(self.total)
+            self.total = np.concatenate([self.total, np.zeros(grow)])
+            self.count = np.concatenate([self.count, np.zeros(grow)])
+        self.total[offset:end] += values
+        self.count[offset:end] += 1
+
+    def mean(self) -> np.ndarray:
+        return np.divide(self.total, self.count, out=np.zeros_like(self.total), where=self.count > 0)
+
+
 @dataclass
 class _OpenEvent:
     label: int
@@ -128,51 +151,40 @@ class _OpenEvent:
     end: int
     score: float
     windows: int = 1
-    curve_sum: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    curve_count: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    curves: dict[str, _Curve] = field(default_factory=dict)
 
-    def add_curve(self, offset: int, values: np.ndarray) -> None:
-        end = offset + len(values)
-        if end > len(self.curve_sum):
-            grow = end - len(self.curve_sum)
-            self.curve_sum = np.concatenate([self.curve_sum, np.zeros(grow)])
-            self.curve_count = np.concatenate([self.curve_count, np.zeros(grow)])
-        self.curve_sum[offset:end] += values
-        self.curve_count[offset:end] += 1
 
-    def curve(self) -> np.ndarray:
-        return np.divide(self.curve_sum, self.curve_count, out=np.zeros_like(self.curve_sum),
-                         where=self.curve_count > 0)
+def frame_energy_db(logmel: np.ndarray) -> np.ndarray:
+    """Per-frame energy in dB from the graph's log-mel [frames, n_mels] (log of mel power)."""
+    return 10 * np.log10(np.mean(np.exp(logmel.astype(np.float64)), axis=1) + 1e-12)
 
 
 class EventTracker:
     """Feed classified windows in order (`add`), collect the events they close, `finish` at the end.
 
-    `onsets`: "importance" refines each event's bounds with the curve passed to `add` (DiffRes
-    importance in the service); "window" keeps the merged windows' bounds. `min_contrast` is in the
-    curve's own units (importance: 0-1).
+    Bounds: the importance curve when it has contrast (>= `IMPORTANCE_CONTRAST`), else the log-mel
+    energy when given and it has contrast (>= `ENERGY_CONTRAST_DB`), else the merged windows'.
+    Pass neither curve for window bounds.
     """
 
-    def __init__(self, rules: EventRules, *, sample_rate: int, frame_hop: int, onsets: str = "importance",
-                 min_contrast: float = 0.15, max_gap_s: float = 0.3, join_gap_s: float = JOIN_GAP_S,
-                 max_event_windows: int = MAX_EVENT_WINDOWS) -> None:
-        if onsets not in ONSET_METHODS:
-            raise ValueError(f"onsets must be one of {ONSET_METHODS}")
+    def __init__(self, rules: EventRules, *, sample_rate: int, frame_hop: int, max_gap_s: float = 0.3,
+                 join_gap_s: float = JOIN_GAP_S, max_event_windows: int = MAX_EVENT_WINDOWS) -> None:
         self.rules = rules
         self.sample_rate, self.frame_hop = sample_rate, frame_hop
-        self.onsets, self.min_contrast = onsets, min_contrast
         self.max_gap = round(max_gap_s * sample_rate / frame_hop)
         self.max_event_windows = max_event_windows
         self.join_gap_s = join_gap_s
         self.open: _OpenEvent | None = None
-        self.pending: Event | None = None  # closed, but a later run of windows may still overlap it
+        self.pending: Event | None = None  # closed, but a later run of windows may still join it
         n = len(rules.labels)
         self.best = np.zeros(n)  # clip level: best window probability per label
         self.least = np.ones(n)  # and the lowest, for the background label
         self.windows = 0
 
-    def add(self, start: int, length: int, probs: np.ndarray, curve: np.ndarray | None = None) -> list[Event]:
-        """One window (start and length in model-rate samples, its softmax, its importance); the events it closes."""
+    def add(self, start: int, length: int, probs: np.ndarray, importance: np.ndarray | None = None,
+            energy_db: np.ndarray | None = None) -> list[Event]:
+        """One window (start and length in model-rate samples, its softmax, its per-frame importance and
+        energy); the events that are final now."""
         self.windows += 1
         np.maximum(self.best, probs, out=self.best)
         np.minimum(self.least, probs, out=self.least)
@@ -183,8 +195,7 @@ class EventTracker:
         elif self.open is not None and label != self.open.label:
             closed += self._settle(self._close())
         if self.pending is not None and start >= (self.pending.end_s + self.join_gap_s) * self.sample_rate:
-            closed.append(self.pending)  # no later window can overlap it any more
-            self.pending = None
+            closed += self._flush()  # no later window can join it any more
         if label is None:
             return closed
         if self.open is None:
@@ -193,8 +204,10 @@ class EventTracker:
             self.open.end = max(self.open.end, start + length)
             self.open.score = max(self.open.score, float(probs[label]))
             self.open.windows += 1
-        if curve is not None and self.onsets == "importance":
-            self.open.add_curve(round((start - self.open.start) / self.frame_hop), np.asarray(curve, np.float64))
+        offset = round((start - self.open.start) / self.frame_hop)
+        for name, values in (("importance", importance), ("energy", energy_db)):
+            if values is not None:
+                self.open.curves.setdefault(name, _Curve()).add(offset, np.asarray(values, np.float64))
         return closed
 
     def finish(self) -> list[Event]:
@@ -226,7 +239,10 @@ class EventTracker:
         o, self.open = self.open, None
         assert o is not None
         start, end = o.start, o.end
-        found = locate(o.curve(), min_contrast=self.min_contrast, max_gap=self.max_gap) if len(o.curve_sum) else None
+        found = None
+        for name, contrast in (("importance", IMPORTANCE_CONTRAST), ("energy", ENERGY_CONTRAST_DB)):
+            if found is None and name in o.curves:
+                found = locate(o.curves[name].mean(), min_contrast=contrast, max_gap=self.max_gap)
         if found is not None:
             start, end = o.start + found[0] * self.frame_hop, min(o.end, o.start + found[1] * self.frame_hop)
         sr = self.sample_rate

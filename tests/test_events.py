@@ -28,15 +28,17 @@ def probs(label: str | None, score: float = 0.9, background: bool = True) -> np.
     return p
 
 
-def tracker(rules: EventRules, onsets: str = "window", **kw: float) -> EventTracker:
-    return EventTracker(rules, sample_rate=SR, frame_hop=HOP, onsets=onsets, **kw)
+def tracker(rules: EventRules, **kw: float) -> EventTracker:
+    return EventTracker(rules, sample_rate=SR, frame_hop=HOP, **kw)
 
 
 def run(t: EventTracker, sequence: list[np.ndarray], window: int = 100, hop: int = 50,
-        curves: list[np.ndarray] | None = None) -> list[tuple[str, float, float, float]]:
+        importance: list[np.ndarray] | None = None,
+        energy: list[np.ndarray] | None = None) -> list[tuple[str, float, float, float]]:
     events = []
     for i, p in enumerate(sequence):
-        events += t.add(i * hop, window, p, None if curves is None else curves[i])
+        events += t.add(i * hop, window, p, None if importance is None else importance[i],
+                        None if energy is None else energy[i])
     events += t.finish()
     return [(e.label, e.start_s, e.end_s, e.score) for e in events]
 
@@ -127,16 +129,18 @@ def test_locate_finds_the_salient_stretch_bridges_short_gaps_and_gives_up_on_fla
     assert locate(np.full(100, 0.5) + 0.01 * np.sin(np.arange(100)), min_contrast=0.15, max_gap=3) is None
 
 
-def test_importance_refines_onset_and_offset_inside_the_windows() -> None:
+def test_importance_refines_onset_and_offset_inside_the_windows_and_energy_stands_in_when_it_is_flat() -> None:
     # Two overlapping windows of 10 frames each (hop 5 frames); the sound is at frames 7-11 overall.
     curves = [bump(11, 7, 11), bump(11, 2, 7)]
     seq = [probs("a"), probs("a")]
-    coarse = run(tracker(EventRules.for_model(info()), "window"), seq, curves=curves)
-    fine = run(tracker(EventRules.for_model(info()), "importance", max_gap_s=0.0), seq, curves=curves)
-    assert coarse[0][1:3] == (0.0, 0.15)
-    assert fine[0][1:3] == (0.07, 0.12)
-    flat = run(tracker(EventRules.for_model(info()), "importance"), seq, curves=[np.full(11, 0.5)] * 2)
-    assert flat[0][1:3] == (0.0, 0.15)  # no contrast: the windows' bounds stand
+    rules = EventRules.for_model(info())
+    assert run(tracker(rules), seq)[0][1:3] == (0.0, 0.15)  # no curve: the windows' bounds
+    assert run(tracker(rules, max_gap_s=0.0), seq, importance=curves)[0][1:3] == (0.07, 0.12)
+    flat = [np.full(11, 0.5)] * 2
+    assert run(tracker(rules), seq, importance=flat)[0][1:3] == (0.0, 0.15)  # no contrast says nothing
+    energy = [bump(11, 2, 8, low=-60, high=-20), bump(11, 0, 0, low=-60, high=-60)]  # loud at frames 2-8
+    assert run(tracker(rules), seq, importance=flat, energy=energy)[0][1:3] == pytest.approx((0.02, 0.08), abs=0.011)
+    assert run(tracker(rules, max_gap_s=0.0), seq, importance=curves, energy=energy)[0][1:3] == (0.07, 0.12)
 
 
 def test_close_runs_of_one_label_join_and_an_event_is_final_once_a_window_starts_after_it() -> None:
