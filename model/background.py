@@ -1,10 +1,13 @@
 """Background material for an extra "nothing here" label, and mixing it into clips as augmentation.
 
-Three sources, all as cached mel power [T, F] like the clips themselves:
-- generated: digital silence and white / pink / brown noise at low to moderate levels;
-- the quiet parts of the training clips (the stretches around each keyword);
-- folders of non-target audio named by the user (noise, music, other speech), every audio file below
-  them. When their file names carry speakers (`{label}_{speaker}_{i}`) one speaker is held out for
+Two kinds, all as cached mel power [T, F] like the clips themselves:
+- ambient: generated digital silence and white / pink / brown noise at low to moderate levels, and
+  the quiet parts of the training clips (the stretches around each keyword);
+- sounds: folders of non-target audio named by the user (noise, music, other speech), every audio
+  file below them, and the training clips played backwards (speech-like, same voices and
+  microphones, but no keyword). Short files are joined back to back with short pauses, so the model
+  also sees what a window of continuous unrelated speech looks like, not only single words. When
+  the folders' file names carry speakers (`{label}_{speaker}_{i}`) one speaker is held out for
   validation, so the false-accept rate is measured on speech the model never heard.
 Mixing happens in the mel-power domain (power of a sum ~ sum of powers for independent sources),
 so clips stay cached and no waveform is mixed per step.
@@ -29,12 +32,24 @@ NOISE_CLIPS = 160  # generated noise clips (train); a quarter as many, other see
 
 @dataclass
 class Background:
-    """Background mel powers for training and validation, and where they came from."""
+    """Background mel powers for training (ambient and sounds) and validation, and where they came from."""
 
-    train: list[torch.Tensor] = field(default_factory=list)
+    ambient: list[torch.Tensor] = field(default_factory=list)
+    sounds: list[torch.Tensor] = field(default_factory=list)
     val: list[torch.Tensor] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     holdout_speaker: str | None = None
+
+    @property
+    def pool(self) -> list[torch.Tensor]:
+        """Everything, for mixing into clips."""
+        return self.ambient + self.sounds
+
+    def examples(self, count: int, max_frames: int, rng: np.random.Generator) -> list[torch.Tensor]:
+        """Half ambient crops, half runs of joined sounds (all ambient when there are no sounds)."""
+        n_sounds = count // 2 if self.sounds else 0
+        return (random_crops(self.ambient, count - n_sounds, max_frames, rng)
+                + joined_runs(self.sounds, n_sounds, max_frames, rng))
 
 
 def background_files(folders: list[str], seed: int, holdout_speaker: str | None
@@ -102,6 +117,25 @@ def random_crops(pool: list[torch.Tensor], count: int, max_frames: int, rng: np.
         start = int(rng.integers(0, item.shape[0] - n + 1))
         crops.append(item[start: start + n])
     return crops
+
+
+def joined_runs(pool: list[torch.Tensor], count: int, max_frames: int, rng: np.random.Generator,
+                max_pause: int = 30) -> list[torch.Tensor]:
+    """Random pool items back to back with pauses of up to max_pause near-silent frames, cut to a
+    random length of half to all of max_frames: continuous unrelated sound, as long windows see it."""
+    runs = []
+    for _ in range(count):
+        target = int(rng.integers(max(1, max_frames // 2), max_frames + 1))
+        parts, n = [], 0
+        while n < target:
+            item = pool[int(rng.integers(len(pool)))]
+            pause = torch.full((int(rng.integers(0, max_pause + 1)), item.shape[1]), 1e-8)
+            parts += [item, pause]
+            n += item.shape[0] + pause.shape[0]
+        run = torch.cat(parts)
+        start = int(rng.integers(0, run.shape[0] - target + 1))
+        runs.append(run[start: start + target])
+    return runs
 
 
 def mix_at_snr(clip: torch.Tensor, noise: torch.Tensor, snr_db: float) -> torch.Tensor:

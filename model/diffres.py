@@ -18,6 +18,7 @@ from .config import delta_fraction, frames_out
 from .dsp import sinusoidal_position_code
 
 EPS = 1e-8
+SILENT_POWER = 1e-5  # mean mel power below which a frame counts as empty for the guide loss
 
 Rows = torch.Tensor | int  # a per-row count [B] (int64), or one count for every row
 
@@ -192,7 +193,7 @@ def activeness(score: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 def empty_frames(x_log: torch.Tensor, valid: torch.Tensor, masked: torch.Tensor | None,
-                 threshold: float = 1e-5) -> torch.Tensor:
+                 threshold: float = SILENT_POWER) -> torch.Tensor:
     """[B, T] bool: real frames with (almost) no energy or masked by SpecAugment; never padding."""
     empty = x_log.exp().mean(-1) < threshold
     empty = empty if masked is None else empty | masked

@@ -24,9 +24,10 @@ from tqdm import tqdm
 
 from .classifier import AudioClassifier
 from .config import FrontendConfig, ModelConfig, TrainConfig
-from .background import (BACKGROUND_LABEL, NOISE_CLIPS, Background, background_files, generated_noise,
-                         mix_at_snr, quiet_parts, random_crops)
+from .background import (BACKGROUND_LABEL, MIN_QUIET_S, NOISE_CLIPS, Background, background_files,
+                         generated_noise, joined_runs, mix_at_snr, quiet_parts, random_crops)
 from .data import Clip, crop_or_pad, load_audio, native_sample_rate, scan_audio_folder, split_clips
+from .diffres import SILENT_POWER
 
 
 def spec_augment(mel: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,18 +66,25 @@ def training_batch(mels: list[list[torch.Tensor]], idx: np.ndarray, max_frames: 
     """Mel power [B, T, F] (T: the longest clip, at most max_frames), real frames per row, SpecAugment time mask.
 
     Each clip comes from a random speed-perturbed copy (mels[copy][clip]), at a random gain, and
-    (with a background pool) mixed with background material at a random SNR.
+    (with a background pool) mixed with background material at a random SNR. The frames that were
+    empty before mixing are returned as masked too: the guide loss must still push them down (the
+    noise added there is not the target sound), or mixing starves it and the estimator goes flat.
     """
     chosen = [mels[c][j] for c, j in zip(rng.integers(len(mels), size=len(idx)), idx)]
+    n_frames = min(max_frames, max(m.shape[0] for m in chosen))
+    silent = [(m.mean(1, keepdim=True) < SILENT_POWER).float() for m in chosen]  # [T_i, 1], before mixing
     if mix_pool:
         lo, hi = cfg.mix_snr_db
         chosen = [mix_at_snr(m, random_crops(mix_pool, 1, m.shape[0], rng)[0], rng.uniform(lo, hi))
                   if rng.random() < cfg.mix_probability else m for m in chosen]
-    n_frames = min(max_frames, max(m.shape[0] for m in chosen))
+    # Crop the clip and its silence flags together (the same random offset).
+    state = rng.bit_generator.state
     mel, lengths = crop_or_pad(chosen, n_frames, rng, random_crop=True)
+    rng.bit_generator.state = state
+    was_silent, _ = crop_or_pad(silent, n_frames, rng, random_crop=True)
     gain = 10 ** (rng.uniform(-cfg.gain_db, cfg.gain_db, (len(idx), 1, 1)) / 10)
     mel, masked = spec_augment(mel * torch.from_numpy(gain).float(), cfg, gen)
-    return mel, lengths, masked
+    return mel, lengths, masked | (was_silent[..., 0] > 0.5)
 
 
 @torch.no_grad()
@@ -96,22 +104,31 @@ def compute_mels(model: AudioClassifier, clips: list[Clip] | list[str], desc: st
 @torch.no_grad()
 def build_background(model: AudioClassifier, tcfg: TrainConfig, train_mels: list[torch.Tensor],
                      val_mels: list[torch.Tensor], clip_frames: int) -> Background:
-    """Generated silence and noise, the quiet parts of the clips, and the background folders, as mel power."""
+    """Generated silence and noise, the clips' quiet parts, the clips backwards and the background
+    folders, as mel power (model/background.py says why each)."""
     sr, hop = model.cfg.frontend.sample_rate, model.mel.hop
     n_samples = (clip_frames - 1) * hop
     noise = [[model.mel(torch.from_numpy(x)[None])[0] for x in generated_noise(n, n_samples, seed)]
              for n, seed in ((NOISE_CLIPS, tcfg.seed), (NOISE_CLIPS // 4, tcfg.seed + 10_000))]
-    min_quiet = round(0.3 * sr / hop)
+    min_quiet = round(MIN_QUIET_S * sr / hop)
     quiet = [[p for m in mels for p in quiet_parts(m, min_quiet)] for mels in (train_mels, val_mels)]
-    bg = Background(train=noise[0] + quiet[0], val=noise[1] + quiet[1],
+    backwards = [[m.flip(0) for m in mels] for mels in (train_mels, val_mels)]
+    bg = Background(ambient=noise[0] + quiet[0], sounds=backwards[0],
                     counts={"noise_train": len(noise[0]), "noise_val": len(noise[1]),
-                            "quiet_train": len(quiet[0]), "quiet_val": len(quiet[1])})
+                            "quiet_train": len(quiet[0]), "quiet_val": len(quiet[1]),
+                            "backwards_train": len(backwards[0])})
+    val_sounds = backwards[1]
     if tcfg.background:
         train_files, val_files, bg.holdout_speaker = background_files(
             list(tcfg.background), tcfg.seed, tcfg.background_holdout_speaker)
-        bg.train += compute_mels(model, train_files, "mel (background)")
-        bg.val += compute_mels(model, val_files, "mel (background val)")
+        bg.sounds += compute_mels(model, train_files, "mel (background)")
+        val_sounds = val_sounds + compute_mels(model, val_files, "mel (background val)")
         bg.counts.update(folder_train=len(train_files), folder_val=len(val_files))
+    # Validation: held-out material as it is, plus runs of it joined as long windows see it.
+    rng = np.random.default_rng(tcfg.seed + 20_000)
+    runs = joined_runs(val_sounds, len(val_sounds) // 4, clip_frames, rng)
+    bg.val = noise[1] + quiet[1] + val_sounds + runs
+    bg.counts.update(sounds_val=len(val_sounds), joined_val=len(runs))
     return bg
 
 
@@ -229,12 +246,12 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig) -> dict:
     for epoch in bar:
         model.train()
         losses = []
-        crops = random_crops(bg.train, n_bg, clip_frames, rng) if n_bg else []
+        crops = bg.examples(n_bg, clip_frames, rng) if n_bg else []
         epoch_mels = [copy + crops for copy in train_mels]
         y_epoch = torch.cat([y_train, torch.full((len(crops),), len(labels) - 1, dtype=torch.int64)])
         epoch_lengths = np.concatenate([lengths, [c.shape[0] for c in crops]]).astype(int)
         for idx in length_batches(epoch_lengths, tcfg.batch_size, rng):
-            mel, n_frames, masked = training_batch(epoch_mels, idx, clip_frames, tcfg, rng, gen, bg.train or None)
+            mel, n_frames, masked = training_batch(epoch_mels, idx, clip_frames, tcfg, rng, gen, bg.pool or None)
             logits, r = model.classify(model.compress(mel), n_frames, masked)
             loss = F.cross_entropy(logits, y_epoch[idx]) + tcfg.guide_loss_weight * r.guide_loss
             opt.zero_grad()
@@ -243,7 +260,8 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig) -> dict:
             sched.step()
             losses.append(loss.item())
         val = evaluate(model, val_mels, y_val, len(labels), background)
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_accuracy": val["accuracy"]})
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_accuracy": val["accuracy"],
+                        "activeness": val["activeness"]})
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{val['accuracy']:.3f}")
         # With a background label the validation set is mostly background: judge by balanced accuracy.
         val["selection"] = val.get("balanced_accuracy", val["accuracy"])
