@@ -84,7 +84,9 @@ def training_batch(mels: list[list[torch.Tensor]], idx: np.ndarray, max_frames: 
     was_silent, _ = crop_or_pad(silent, n_frames, rng, random_crop=True)
     gain = 10 ** (rng.uniform(-cfg.gain_db, cfg.gain_db, (len(idx), 1, 1)) / 10)
     mel, masked = spec_augment(mel * torch.from_numpy(gain).float(), cfg, gen)
-    return mel, lengths, masked | (was_silent[..., 0] > 0.5)
+    if mix_pool:
+        masked = masked | (was_silent[..., 0] > 0.5)
+    return mel, lengths, masked
 
 
 @torch.no_grad()
