@@ -144,9 +144,44 @@ def preload_ffmpeg() -> None:
     import runtime.audio_ffmpeg  # noqa: F401 - imported for its side effect: the libraries are loaded
 
 
+IMA_ADPCM = 0x0011
+WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+
+
+def wav_format_tag(head: bytes) -> int | None:
+    """The format tag of a RIFF/RF64 WAVE header (the sub-format's for WAVE_FORMAT_EXTENSIBLE), or None."""
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64", b"BW64") or head[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(head):
+        chunk, size = head[pos: pos + 4], int.from_bytes(head[pos + 4: pos + 8], "little")
+        if chunk == b"fmt ":
+            body = head[pos + 8: pos + 8 + min(size, 40)]
+            if len(body) < 2:
+                return None
+            tag = int.from_bytes(body[:2], "little")
+            if tag == WAVE_FORMAT_EXTENSIBLE and len(body) >= 26:
+                tag = int.from_bytes(body[24:26], "little")
+            return tag
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def _read_head(source: AudioSource, size: int = 4096) -> bytes:
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            return f.read(size)
+    head = source.read(size)
+    source.seek(0)
+    return head
+
+
 def _open_libsndfile(source: AudioSource) -> SoundfileDecoder | None:
-    """libsndfile's decoder, or None for a file it should not read: an unrecognised format, or one
-    whose header says "length unknown" (a streamed FLAC: libsndfile's reads seek, which then fails)."""
+    """libsndfile's decoder, or None for a file it should not read: an unrecognised format, one
+    whose header says "length unknown" (a streamed FLAC: libsndfile's reads seek, which then fails),
+    or an IMA ADPCM WAV (libsndfile 1.2.2's reader of its header has CVE-2026-37555; FFmpeg reads it)."""
+    if wav_format_tag(_read_head(source)) == IMA_ADPCM:
+        return None
     try:
         snd = _open_soundfile(source)
     except Exception as exc:  # libsndfile raises several types for garbage input

@@ -2,7 +2,8 @@
 
 Only for what libsndfile does not recognise: what browsers and phones record (WebM/Opus, MP4/M4A
 AAC, ADTS AAC, AMR, Ogg variants) and video containers, of which the first audio stream is used;
-and for a streamed FLAC without a length, which libsndfile opens but cannot read.
+for a streamed FLAC without a length, which libsndfile opens but cannot read; and for IMA ADPCM WAV,
+whose header libsndfile 1.2.2 mis-parses (CVE-2026-37555).
 Only the listed demuxers may open a file (FFmpeg otherwise probes dozens, some of which, like HLS
 playlists, open further files). Decoding is frame by frame, handed on in blocks; nothing is written
 to disk. A WebM from a browser has no duration in its header, so the header is never asked how long
@@ -34,9 +35,10 @@ CONTAINERS = {
     "asf": "ASF",
     "caf": "CAF",
     "flac": "FLAC",  # only reached for streamed FLAC without a length, which libsndfile cannot read
+    "wav": "WAV",  # only reached for IMA ADPCM WAV, kept away from libsndfile 1.2.2 (CVE-2026-37555)
 }
 # FFmpeg matches each comma-separated name of a demuxer against this list.
-FORMAT_WHITELIST = "matroska,mov,aac,amr,ogg,avi,flv,mpegts,asf,caf,flac"
+FORMAT_WHITELIST = "matroska,mov,aac,amr,ogg,avi,flv,mpegts,asf,caf,flac,wav"
 WEBM_CODECS = ("opus", "vorbis")
 DURATION_SLACK_S = 0.1  # a container's duration may round to its timebase and codec frames
 

@@ -249,3 +249,21 @@ def test_training_and_the_load_test_decode_with_the_same_function(tmp_path, clip
 
     assert model.data.load_audio is load_audio
     np.testing.assert_array_equal(model.data.load_audio(str(path), SR), load_audio(path, SR))
+
+
+def test_ima_adpcm_wav_goes_to_ffmpeg_not_libsndfile(tmp_path) -> None:
+    """libsndfile 1.2.2 mis-parses IMA ADPCM WAV headers (CVE-2026-37555): FFmpeg decodes them, identically."""
+    from runtime.audio import IMA_ADPCM, wav_format_tag
+
+    x = (0.3 * np.sin(np.arange(8000) / 8000 * 2 * np.pi * 440)).astype(np.float32)
+    path = tmp_path / "ima.wav"
+    sf.write(path, x, 8000, format="WAV", subtype="IMA_ADPCM")
+    assert wav_format_tag(path.read_bytes()[:4096]) == IMA_ADPCM
+    decoder, info = open_audio(path)
+    decoder.close()
+    assert type(decoder).__name__ == "FfmpegDecoder" and info.format == "WAV"
+    reference, _ = sf.read(path, dtype="float32")  # libsndfile, in the test only
+    np.testing.assert_array_equal(load_audio(path, 8000), reference)
+    pcm = tmp_path / "pcm.wav"
+    sf.write(pcm, x, 8000, subtype="PCM_16")
+    assert wav_format_tag(pcm.read_bytes()[:4096]) == 1  # plain PCM stays with libsndfile
