@@ -82,6 +82,7 @@ class TrainConfig:
     background: tuple[str, ...] = ()  # folders of non-target audio for the background label
     background_class: bool = False  # train a background label (always on when `background` names folders)
     background_holdout_speaker: str | None = None  # None: chosen by seed when file names carry speakers
+    background_share: float = 2.0  # background examples per epoch, in units of an average label's clips
     mix_probability: float = 0.5  # share of training clips mixed with background material
     mix_snr_db: tuple[float, ...] = (0.0, 20.0)  # SNR range of that mixing
 

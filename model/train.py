@@ -231,8 +231,8 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig) -> dict:
     clip_frames = int(tcfg.clip_seconds * mcfg.frontend.sample_rate) // hop + 1
     y_train = torch.tensor([c.label for c in train_clips])
     bg = build_background(model, tcfg, plain, val_mels, clip_frames) if background is not None else Background()
-    # Background examples per epoch: as many as an average target label has.
-    n_bg = round(len(train_clips) / (len(labels) - 1)) if background is not None else 0
+    # Background examples per epoch, in units of an average target label's clips.
+    n_bg = round(tcfg.background_share * len(train_clips) / (len(labels) - 1)) if background is not None else 0
     val_mels, y_val = val_mels + bg.val, [c.label for c in val_clips] + [background] * len(bg.val)
 
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
