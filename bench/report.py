@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 SPEEDUP_GOALS = {0.5: 1.8, 0.75: 3.0}
 FRONTEND_SHARE_GOAL = 0.15
@@ -44,39 +43,22 @@ def goals(report: dict) -> list[dict]:
     return out
 
 
-def find_ratios(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Every field whose name mentions 'ratio', at any depth (the loadtest schema is another module's)."""
-    found: dict[str, Any] = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            key = f"{prefix}.{k}" if prefix else str(k)
-            if "ratio" in str(k).lower() and not isinstance(v, (dict, list)):
-                found[key] = v
-            found |= find_ratios(v, key)
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            found |= find_ratios(v, f"{prefix}[{i}]")
-    return found
-
-
 def loadtest_summary(path: Path) -> dict:
+    """The load test's headline figures (reports/loadtest.json, written by `make loadtest`)."""
     if not path.exists():
         return {"present": False, "path": str(path), "note": "run `make loadtest`"}
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        return {"present": False, "path": str(path), "note": f"unreadable ({exc}); run `make loadtest`"}
-    date = next((data[k] for k in ("when", "date", "generated", "generated_at", "timestamp", "created")
-                 if isinstance(data, dict) and k in data), None)
-    if date is None and isinstance(data, dict):
-        date = (data.get("environment") or {}).get("date") if isinstance(data.get("environment"), dict) else None
-    if date is None:
-        import datetime as dt
-        date = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc).isoformat(timespec="seconds") + " (file mtime)"
-    out = {"present": True, "path": str(path), "date": date, "ratios": find_ratios(data)}
-    if isinstance(data, dict):  # the loadtest's own verdict, when it states one
-        out |= {k: data[k] for k in ("goal", "goal_met") if k in data}
-    return out
+        return {"present": True, "path": str(path), "date": data["when"],
+                "service_audio_s_per_s": data["service"]["total"]["audio_s_per_s"],
+                "ceiling_audio_s_per_s": data["in_process"]["ceiling_audio_s_per_s"],
+                "batch_1_audio_s_per_s": data["in_process"]["batch_1_audio_s_per_s"],
+                "ratio": data["ratio"], "ratio_vs_batch_1": data["ratio_vs_batch_1"],
+                "padding_share": data["padding_share"], "mean_batch_size": data["server_metrics"]["mean_batch_size"],
+                "server_rss_mb": data["server_metrics"].get("server_rss_mb"),
+                "goal": data["goal"], "goal_met": data["goal_met"]}
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        return {"present": False, "path": str(path), "note": f"unreadable ({exc!r}); run `make loadtest`"}
 
 
 def method(row: dict) -> str:
@@ -202,14 +184,19 @@ def markdown(r: dict) -> str:
               "(normalisation, running integrals, gathers/scatter), `backbone` the CNN classifier."]
 
     lt = r.get("loadtest", {})
-    L += ["", "## 5. Service vs in-process", ""]
-    if lt.get("present") and lt.get("ratios"):
-        verdict = (f" (the loadtest's goal: {lt['goal']}, met: {'yes' if lt.get('goal_met') else 'no'})"
-                   if "goal" in lt else "")
-        L += [f"From `{lt['path']}` ({lt['date']}){verdict}; see that report for what the ratio divides:", ""]
-        L += [f"- `{k}`: {v}" for k, v in lt["ratios"].items()]
-    elif lt.get("present"):
-        L.append(f"`{lt['path']}` ({lt['date']}) has no ratio field; see the file.")
+    L += ["", "## 5. Service vs in-process (`make loadtest`)", ""]
+    if lt.get("present"):
+        L += [f"From `{lt['path']}` ({lt['date']}): 16 locust users posting real clips of mixed length (1-5 s, "
+              "10 % windowed 10-30 s recordings) against the same model in-process, timed by `runtime.clock` in "
+              "slices between the load rounds. See reports/LOADTEST.md.", "",
+              "| | audio s/s |", "|---|---|",
+              f"| service | {lt['service_audio_s_per_s']} |",
+              f"| in-process, batch 16 of 3 s (ceiling) | {lt['ceiling_audio_s_per_s']} |",
+              f"| in-process, batch 1 of 3 s | {lt['batch_1_audio_s_per_s']} |", "",
+              f"Service / ceiling: **{lt['ratio']}** (goal >= {lt['goal']}: {'met' if lt['goal_met'] else 'not met'}); "
+              f"service / batch 1: {lt['ratio_vs_batch_1']}; padding {100 * (lt['padding_share'] or 0):.1f} % of the "
+              f"samples sent to onnxruntime, mean batch {lt['mean_batch_size']}; server RSS (MB) at start and after "
+              f"each round: {lt['server_rss_mb']}."]
     else:
         L.append(f"No `{lt.get('path', 'reports/loadtest.json')}` yet: {lt.get('note', 'run `make loadtest`')}.")
     L += ["", f"_Total benchmark time: {r['duration_s']:.0f} s._", ""]

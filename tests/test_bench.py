@@ -60,7 +60,10 @@ def test_report_goals_markdown_and_loadtest(tmp_path: Path) -> None:
     through = sections.throughput(models, [1, 2], 0.5, 1000, 1, repeats=2, sample_s=0.001)
     assert set(through["2"]["diffres-0.5"]) >= {"speedup_vs_full", "frontend_share", "audio_s_per_s"}
     long = {"single_call": [longrun.single_call(str(models[1].path), 600.0, 100, 1, 2, 10.0)]}
-    (tmp_path / "loadtest.json").write_text(json.dumps({"date": "2026-01-01", "summary": {"service_ratio": 1.3}}))
+    (tmp_path / "loadtest.json").write_text(json.dumps({
+        "when": "2026-01-01", "service": {"total": {"audio_s_per_s": 850.0}}, "ratio": 0.87, "ratio_vs_batch_1": 1.1,
+        "in_process": {"ceiling_audio_s_per_s": 977.0, "batch_1_audio_s_per_s": 757.0}, "padding_share": 0.04,
+        "server_metrics": {"mean_batch_size": 9.5, "server_rss_mb": [180.0, 240.0]}, "goal": 0.85, "goal_met": True}))
     r = {"command": "python -m bench --quick", "environment": {
             "date": "now", "cpu_model": "cpu", "cpus_usable": 2, "mem_total_gib": 1.0, "onnxruntime": "x",
             "torch": "x", "python": "3", "git": "g", "load_average_at_start": [0.0]},
@@ -73,5 +76,6 @@ def test_report_goals_markdown_and_loadtest(tmp_path: Path) -> None:
     assert any("delta 0.5, batch 2" in n for n in names) and any("10 min over 10 s" in n for n in names)
     assert any("peak RSS" in n for n in names)
     md = report.markdown(r)
-    assert md.startswith("# Benchmarks") and "make bench" in md and "summary.service_ratio`: 1.3" in md
+    assert md.startswith("# Benchmarks") and "make bench" in md
+    assert "Service / ceiling: **0.87** (goal >= 0.85: met); service / batch 1: 1.1; padding 4.0 %" in md
     assert report.loadtest_summary(tmp_path / "absent.json")["note"] == "run `make loadtest`"
