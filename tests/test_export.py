@@ -103,13 +103,16 @@ def test_metadata_is_parsed_strictly(exported) -> None:
         ModelInfo.from_metadata("m", {**meta, "delta": "1.5"})
 
 
-@pytest.mark.parametrize("name,sample_rate,n_labels", [("keywords", 16000, 6), ("digits", 8000, 10)])
-def test_shipped_models_load_with_complete_metadata(name: str, sample_rate: int, n_labels: int) -> None:
+@pytest.mark.parametrize("name,sample_rate,n_labels,background", [("keywords", 16000, 7, "_background_"),
+                                                                  ("digits", 8000, 10, "")])
+def test_shipped_models_load_with_complete_metadata(name: str, sample_rate: int, n_labels: int,
+                                                     background: str) -> None:
     path = ROOT / "models" / f"{name}.onnx"
     assert path.exists(), f"shipped model {path} is missing"
     onnx_model = OnnxModel.load(path)
     info = onnx_model.info
     assert len(info.labels) == n_labels and info.sample_rate == sample_rate and info.delta == 0.5
+    assert info.background_label == background and 0.3 <= info.min_score <= 0.95
     rows = [np.zeros(sample_rate, np.float32), np.zeros(sample_rate // 3, np.float32)]
     out = onnx_model.run(rows)
     for row, n in zip(out, (sample_rate, sample_rate // 3)):
