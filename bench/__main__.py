@@ -48,6 +48,12 @@ def service_batch_size(default: int = 8) -> tuple[int, str]:
         return default, "default (app.config not importable)"
 
 
+def error_summary(exc: BaseException) -> str:
+    """One line: torch.onnx's own summary line ("<class ...>: why") when it gives one, else the first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    return next((line for line in lines if line.startswith("<class ")), lines[0])[:300]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,7 +121,16 @@ def run(a: argparse.Namespace, argv: list[str], models_dir: Path) -> dict:
     r: dict = {"command": command, "environment": env}
 
     log(f"exporting models into {models_dir}")
-    models = [export_classifier(VARIANT_BY_NAME[name], models_dir) for name in a.variants]
+    models, failed = [], {}
+    for name in a.variants:
+        try:
+            models.append(export_classifier(VARIANT_BY_NAME[name], models_dir))
+        except Exception as exc:  # noqa: BLE001 - one variant the exporter cannot trace must not stop the rest
+            if name in ("full", "diffres-0.5"):
+                raise
+            failed[name] = error_summary(exc)
+            log(f"export of {name} failed, left out: {failed[name]}")
+    r["export_failures"] = failed
     full = next(m for m in models if m.name == "full")
     diffres = next(m for m in models if m.name == "diffres-0.5")
     frontend = export_frontend(full.model, models_dir)

@@ -125,6 +125,8 @@ def markdown(r: dict) -> str:
             L.append(f"| {name} | {batch} | {ms(row['time_per_call_s'])} | {row['audio_s_per_s']['median']:.0f} | "
                      f"{row['clips_per_s']['median']:.1f} | {ratio(row.get('speedup_vs_full'))} | "
                      f"{ratio(row.get('frontend_share'), '{:.1%}')} |")
+    for name, why in (r.get("export_failures") or {}).items():
+        L += ["", f"**{name} is missing**: its export failed ({why})."]
     L += ["", "`frontend` is the log-mel frontend alone (waveform -> log-mel, its own ONNX graph); its share of "
           "`full` is goal 2. The other rows are the comparison's variants (`compare/variants.py`), same backbone."]
 
