@@ -74,7 +74,8 @@ def start(settings: Settings, config_path: Path = SERVE_CONFIG) -> str:
         signal.signal(signal.SIGTERM, on_sigterm)
     print(f"ray: local cluster at {ray.get_runtime_context().gcs_address} with {cpus} CPUs", flush=True)
     http_options = {**config.get("http_options", {}), "host": settings.host, "port": settings.port}
-    serve.start(http_options=http_options, proxy_location=config.get("proxy_location", "EveryNode"))
+    serve.start(http_options=http_options, proxy_location=config.get("proxy_location", "EveryNode"),
+                logging_config=config.get("logging_config"))
     args = {**(app_config.get("args") or {}), "model_dir": str(settings.model_dir.resolve())}
     options = deployment_options(config, settings, cpus)
     serve.run(DiffResReplica.options(**options).bind(args), name=app_config["name"],
