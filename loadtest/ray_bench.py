@@ -6,6 +6,10 @@ both see the same share of whatever else the machine does. On each: one locust u
 clips back to back (latency: the Ray proxy's overhead at p50/p99), then --users users with the
 load test's mix (throughput). Same locustfile, same clip set, same users as `make loadtest`.
 On one machine Ray cannot add CPU, only overhead: the goal is Ray >= 0.9x the plain throughput.
+Throughput on a shared machine also depends on the CPU share the scheduler gives each side, and
+Ray runs more processes (proxy, replicas, raylet, GCS), which win a bigger share under contention;
+so the CPU seconds of each service's whole process tree are measured too, and audio seconds per
+CPU second is the comparison that contention does not bias.
 Writes reports/ray_bench.json and reports/RAY_BENCH.md; everything started is stopped on exit.
 """
 
@@ -24,7 +28,7 @@ from typing import Any
 
 from loadtest import clips as cliplib
 from loadtest.__main__ import run_locust
-from loadtest.ray_server import RayServer
+from loadtest.ray_server import RayServer, session_processes
 from loadtest.server import Server
 from loadtest.stats import summarize
 from runtime.cpu import available_cpus
@@ -58,21 +62,39 @@ def locust_args(args: argparse.Namespace, users: int, long_fraction: float) -> a
 
 
 @contextmanager
-def service(kind: str, env: dict[str, str], work: Path, replicas: int) -> Iterator[str]:
-    """The plain service or the service on Ray, ready; its URL."""
+def service(kind: str, env: dict[str, str], work: Path, replicas: int) -> Iterator[tuple[str, int]]:
+    """The plain service or the service on Ray, ready; its URL and the session id of its processes."""
     if kind == "plain":
         with Server(env, work / "plain.log", ready_timeout=120, cwd=ROOT) as server:
-            yield server.url
+            assert server.proc is not None
+            yield server.url, server.proc.pid
     else:
-        with RayServer(env, work / "ray.log", replicas=replicas) as server:
-            yield server.url
+        with RayServer(env, work / "ray.log", replicas=replicas) as ray_server:
+            assert ray_server.proc is not None
+            yield ray_server.url, ray_server.proc.pid
 
 
-def measure(args: argparse.Namespace, url: str, clip_dir: Path, work: Path) -> dict[str, Any]:
-    """Records of the 1-user latency run and of the loaded run on one service."""
+def session_cpu_seconds(sid: int) -> float:
+    """User + system CPU seconds of every process in session `sid` (Linux /proc)."""
+    total = 0
+    for pid in session_processes(sid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measure(args: argparse.Namespace, url: str, sid: int, clip_dir: Path, work: Path) -> dict[str, Any]:
+    """Records of the 1-user latency run and of the loaded run on one service, and the load's CPU seconds."""
     latency = run_locust(locust_args(args, 1, 0.0), url, clip_dir, work, args.latency_seconds)
+    cpu0 = session_cpu_seconds(sid)
     load = run_locust(locust_args(args, args.users, args.long_fraction), url, clip_dir, work, args.seconds)
-    return {"latency": (latency["records"], latency["start"]), "load": (load["records"], load["start"])}
+    cpu = session_cpu_seconds(sid) - cpu0
+    audio = sum(r[5] for r in load["records"] if r[3])  # every answered request of the run, ramp-up included
+    return {"latency": (latency["records"], latency["start"]), "load": (load["records"], load["start"]),
+            "cpu_s": cpu, "audio_s": audio}
 
 
 def compare(runs: dict[str, list[dict[str, Any]]], source: str) -> dict[str, Any]:
@@ -88,6 +110,12 @@ def compare(runs: dict[str, list[dict[str, Any]]], source: str) -> dict[str, Any
     out["goal"], out["goal_met"] = GOAL, out["throughput_ratio"] >= GOAL
     lp, lr = out["plain"]["latency_1_user"]["latency_ms"], out["ray"]["latency_1_user"]["latency_ms"]
     out["proxy_overhead_ms"] = {q: round(lr[q] - lp[q], 1) for q in ("p50", "p99")}
+    for kind in KINDS:
+        cpu = sum(r["cpu_s"] for r in runs[kind])
+        out[kind]["cpu_s"] = round(cpu, 1)
+        out[kind]["audio_s_per_cpu_s"] = round(sum(r["audio_s"] for r in runs[kind]) / cpu, 2) if cpu else None
+    if out["plain"]["audio_s_per_cpu_s"] and out["ray"]["audio_s_per_cpu_s"]:
+        out["cpu_efficiency_ratio"] = round(out["ray"]["audio_s_per_cpu_s"] / out["plain"]["audio_s_per_cpu_s"], 3)
     return out
 
 
@@ -110,6 +138,10 @@ def markdown(r: dict[str, Any]) -> str:
             f"requests/s); goal >= {r['goal']}: **{'met' if r['goal_met'] else 'not met'}**. Per round (audio s/s): "
             f"plain {[b['audio_s_per_s'] for b in r['plain']['load_per_round']]}, "
             f"Ray {[b['audio_s_per_s'] for b in r['ray']['load_per_round']]}.\n\n"
+            f"Audio seconds per CPU second of the whole process tree (not biased by the CPU share each side "
+            f"wins on a shared machine): plain {r['plain']['audio_s_per_cpu_s']} ({r['plain']['cpu_s']} CPU s), "
+            f"Ray {r['ray']['audio_s_per_cpu_s']} ({r['ray']['cpu_s']} CPU s): Ray / plain "
+            f"**{r.get('cpu_efficiency_ratio')}**.\n\n"
             f"## Latency, 1 user (the proxy's overhead)\n\n{head}\n"
             f"{row('plain (uvicorn)', r['plain']['latency_1_user'])}\n"
             f"{row('Ray Serve', r['ray']['latency_1_user'])}\n\n"
@@ -130,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     for i in range(args.rounds):
         for kind in KINDS:
-            with service(kind, env, work, args.replicas) as url:
-                runs[kind].append(measure(args, url, clip_dir, work))
+            with service(kind, env, work, args.replicas) as (url, sid):
+                runs[kind].append(measure(args, url, sid, clip_dir, work))
             print(f"round {i + 1}/{args.rounds}: {kind} done", flush=True)
     result = {**compare(runs, source), "model": args.model, "replicas": args.replicas, "users": args.users,
               "seconds": args.seconds, "latency_seconds": args.latency_seconds, "rounds": args.rounds,
@@ -143,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "ray_bench.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "RAY_BENCH.md").write_text(markdown(result))
     print(f"Ray/plain throughput {result['throughput_ratio']} (goal {GOAL}: "
-          f"{'met' if result['goal_met'] else 'NOT met'}); proxy overhead p50/p99 "
+          f"{'met' if result['goal_met'] else 'NOT met'}); per CPU second {result.get('cpu_efficiency_ratio')}; "
+          f"proxy overhead p50/p99 "
           f"{result['proxy_overhead_ms']['p50']}/{result['proxy_overhead_ms']['p99']} ms; "
           f"reports: {args.out / 'RAY_BENCH.md'}")
     return 0
