@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -49,20 +50,35 @@ def model_metadata(model: AudioClassifier, ckpt: dict) -> dict[str, str]:
                       min_score=ckpt.get("min_score", 0.5)).to_metadata()
 
 
+def name_axes(proto: onnx.ModelProto) -> None:
+    """Call the exporter's symbols for the waveform's axes `batch` and `samples`, everywhere they appear.
+
+    The axes are exported as Dim.DYNAMIC (named Dims make torch.export fail on some deltas' guards),
+    which yields names like s16; readable names matter to Triton configs and to people.
+    """
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    rename = {dims[0].dim_param: "batch", dims[1].dim_param: "samples"}
+    pattern = re.compile(r"\b(" + "|".join(re.escape(k) for k in rename) + r")\b")
+    for value in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = pattern.sub(lambda m: rename[m.group(1)], dim.dim_param)
+
+
 def export_onnx(model: AudioClassifier, path: str | Path, metadata: dict[str, str]) -> None:
     """Trace at one example length; every size downstream stays symbolic (integer shape arithmetic)."""
     sr = model.cfg.frontend.sample_rate
     n = int(EXAMPLE_SECONDS * sr)
     example = (torch.randn(2, n), torch.tensor([n, n - sr // 3], dtype=torch.int64))
-    batch = Dim("batch")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             model, example, None, input_names=list(INPUTS), output_names=list(OUTPUTS), opset_version=OPSET,
-            dynamo=True, dynamic_shapes=({0: batch, 1: Dim("samples")}, {0: batch}), optimize=True,
+            dynamo=True, dynamic_shapes=({0: Dim.DYNAMIC, 1: Dim.DYNAMIC}, {0: Dim.DYNAMIC}), optimize=True,
             verbose=False,
         )
     proto = program.model_proto
+    name_axes(proto)
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value

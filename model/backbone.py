@@ -28,10 +28,15 @@ class ResBlock(nn.Module):
         self.skip = (nn.Identity() if c_in == c_out and stride == (1, 1) else
                      nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)))
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """keep: [B, 1, t_out, 1] 1 on each row's real output positions."""
-        h = F.relu(self.bn1(self.conv1(x))) * keep
-        return F.relu(self.bn2(self.conv2(h)) + self.skip(x)) * keep
+    def forward(self, x: torch.Tensor, n_frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """n_frames [B]: each row's real output positions -> output and its keep mask [B, 1, t_out, 1].
+
+        The mask is sized from the conv's own output, so export needs no proof that two size
+        formulas agree (torch.export fails on such guards for some deltas)."""
+        h = self.conv1(x)
+        keep = keep_mask(n_frames, h.shape[2], h)
+        h = F.relu(self.bn1(h)) * keep
+        return F.relu(self.bn2(self.conv2(h)) + self.skip(x)) * keep, keep
 
 
 def strided_frames(n_frames: torch.Tensor, stride: int) -> torch.Tensor:
@@ -71,8 +76,7 @@ class Backbone(nn.Module):
         h = self.stem(torch.where(keep > 0, self.input_norm(x), 0.0)) * keep
         for stage, stride in zip(self.stages, self.time_strides):
             n_frames = strided_frames(n_frames, stride)
-            keep = keep_mask(n_frames, (h.shape[2] + stride - 1) // stride, h)
-            h = stage(h, keep)
+            h, keep = stage(h, n_frames)
         h = h.mean(-1)  # [B, C, t']
         m = keep[:, :, :, 0]
         # float64 sum: hour-long inputs pool ~10^5 positions, where float32 drifts by ~1e-3.
