@@ -29,7 +29,8 @@ class Settings(BaseSettings):
     inter_op_threads: int = Field(default=1, ge=1, description="onnxruntime inter-op threads.")
     ort_spinning: bool = Field(
         default=False, description="Let idle onnxruntime threads busy-wait between calls; off (default) leaves the "
-                                   "cores to HTTP and decoding (load test: 0.58 -> 0.96 of the batched ceiling).")
+                                   "cores to HTTP and decoding (much better when other processes share the CPUs; "
+                                   "within noise on an idle machine).")
     max_upload_bytes: int = Field(
         default=512 * MiB, ge=1024, description="Largest request body (all files together); 413 while streaming.")
     max_json_bytes: int = Field(
