@@ -17,6 +17,10 @@ def tensor_request(x: np.ndarray, **extra: object) -> dict:
                         "data": x.ravel().tolist()}], **extra}
 
 
+def n_labels(served: Served) -> int:
+    return len(served.app.state.registry.get("keywords").info.labels)
+
+
 def direct(served: Served, x: np.ndarray, lengths: np.ndarray | None = None) -> list[np.ndarray]:
     """The graph run straight on the padded tensor, no batcher: what the endpoint must reproduce."""
     out = served.app.state.registry.get("keywords").model.run_padded(x, lengths)
@@ -34,7 +38,7 @@ async def test_health_and_metadata(served: Served) -> None:
                               {"name": "lengths", "datatype": "INT64", "shape": [-1]}]
     assert meta["parameters"]["optional_inputs"] == ["lengths"]
     assert [o["name"] for o in meta["outputs"]] == ["logits", "importance", "frames_in", "frames_out", "logmel"]
-    assert meta["parameters"]["sample_rate"] == 16000 and len(meta["parameters"]["labels"]) == 6
+    assert meta["parameters"]["sample_rate"] == 16000 and len(meta["parameters"]["labels"]) == n_labels(served)
     assert "binary_tensor_data" in (await c.get("/v2")).json()["extensions"]
 
 
@@ -46,8 +50,9 @@ async def test_json_infer_matches_onnxruntime(served: Served) -> None:
     assert body["model_name"] == "keywords" and body["id"] == "req-7" and body["model_version"]
     out = {o["name"]: o for o in body["outputs"]}
     logits, importance, frames_in, frames_out = direct(served, x)
-    assert out["logits"]["shape"] == [2, 6] and out["logits"]["datatype"] == "FP32"
-    np.testing.assert_allclose(np.array(out["logits"]["data"]).reshape(2, 6), logits, atol=1e-4)
+    k = n_labels(served)
+    assert out["logits"]["shape"] == [2, k] and out["logits"]["datatype"] == "FP32"
+    np.testing.assert_allclose(np.array(out["logits"]["data"]).reshape(2, k), logits, atol=1e-4)
     assert out["importance"]["shape"] == [2, 8000 // 160 + 1]
     np.testing.assert_allclose(np.array(out["importance"]["data"]).reshape(importance.shape), importance, atol=1e-4)
     assert out["frames_in"] == {"name": "frames_in", "datatype": "INT64", "shape": [2], "data": frames_in.tolist()}
@@ -76,7 +81,7 @@ async def test_binary_tensor_extension_round_trip(served: Served) -> None:
     n = int(r.headers["inference-header-content-length"])
     meta = json.loads(r.content[:n])
     logits_meta, frames_meta = meta["outputs"]
-    assert logits_meta["parameters"]["binary_data_size"] == 2 * 6 * 4 and "data" not in logits_meta
+    assert logits_meta["parameters"]["binary_data_size"] == 2 * n_labels(served) * 4 and "data" not in logits_meta
     logits = np.frombuffer(r.content[n:], dtype="<f4").reshape(logits_meta["shape"])
     np.testing.assert_allclose(logits, direct(served, x)[0], atol=1e-4)
     assert frames_meta["data"] == [0.4 * 16000 // 160 + 1] * 2
@@ -140,7 +145,7 @@ async def test_lengths_give_each_row_what_it_gives_alone(served: Served) -> None
     r = await served.client.post("/v2/models/keywords/infer", json=with_lengths(x, [len(row) for row in rows]))
     assert r.status_code == 200, r.text
     out = {o["name"]: o for o in r.json()["outputs"]}
-    logits = np.array(out["logits"]["data"]).reshape(3, 6)
+    logits = np.array(out["logits"]["data"]).reshape(3, n_labels(served))
     importance = np.array(out["importance"]["data"]).reshape(out["importance"]["shape"])
     assert out["importance"]["shape"] == [3, 8000 // 160 + 1]
     for i, row in enumerate(rows):
