@@ -44,7 +44,7 @@ def sigterm_in_flight(work: Path, clients: int = 8, slow: int = 4, grace_s: int 
         threads += [threading.Thread(target=loop, args=(k,)) for k in range(clients)]
         for t in threads:
             t.start()
-        time.sleep(2.0)
+        time.sleep(4.0)  # every slow upload sent and running (they take tens of seconds), even on a busy machine
         assert s.proc is not None
         t0 = time.monotonic()
         os.killpg(s.proc.pid, signal.SIGTERM)
