@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
 from runtime.audio import AudioStream, ClipReader, Whole, Windows, open_audio
 from app.batching import Lease
@@ -23,6 +22,7 @@ from app.errors import BadAudio, InvalidParameters
 from app.metrics import Metrics
 from app.models import LoadedModel
 from app.schemas import ClassifyResponse, EventOut, Frames, Prediction, Segment, Spectrogram, Timing, Windowing
+from app.threads import run_to_completion
 from app.uploads import Upload
 from runtime.contract import LOGMEL, ModelInfo
 from runtime.events import EventRules, EventTracker, frame_energy_db, parse_thresholds
@@ -135,10 +135,10 @@ def new_tracker(model: LoadedModel, options: ClassifyOptions) -> EventTracker:
 
 
 async def _timed(clock: list[float], fn: Callable[..., T], *args: object) -> T:
-    """Run `fn` in a worker thread, adding its duration to clock[0]."""
+    """Run `fn` in a worker thread (waited for even when cancelled), adding its duration to clock[0]."""
     start = time.perf_counter()
     try:
-        return await run_in_threadpool(fn, *args)
+        return await run_to_completion(fn, *args)
     finally:
         clock[0] += time.perf_counter() - start
 

@@ -43,7 +43,6 @@ from typing import Any, Literal
 import numpy as np
 from fastapi import APIRouter, WebSocket
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect
 
 from app.batching import Lease
@@ -51,6 +50,7 @@ from app.config import Settings
 from app.errors import ApiError, InvalidParameters, ModelNotFound, Unavailable, api_error
 from app.inference import ClassifyOptions, event_curves, softmax, top_predictions
 from app.models import LoadedModel
+from app.threads import run_to_completion
 from runtime.audio import AudioInfo, AudioStream, WindowCutter
 from runtime.contract import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from runtime.errors import AudioError, UndecodableAudio
@@ -194,7 +194,7 @@ class StreamSession:
         if len(data) > self.settings.stream_max_chunk_bytes:
             raise StreamClosed(CLOSE_TOO_BIG, "chunk_too_large", f"a message of {len(data)} bytes exceeds the "
                                f"{self.settings.stream_max_chunk_bytes} byte limit (DIFFRES_STREAM_MAX_CHUNK_BYTES)")
-        await self._classify(await run_in_threadpool(self._decode, data))
+        await self._classify(await run_to_completion(self._decode, data))
 
     def _decode(self, data: bytes) -> list[tuple[int, np.ndarray]]:
         """Buffered PCM -> model-rate samples -> the windows they complete (in a worker thread)."""
@@ -214,7 +214,7 @@ class StreamSession:
         return windows + self.cutter.finish()
 
     async def _end(self) -> None:
-        await self._classify(await run_in_threadpool(self._drain))
+        await self._classify(await run_to_completion(self._drain))
         for event in self.tracker.finish():
             await self._send_event("event", event)
         labels, k = self.model.info.labels, self.params.top_k

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -298,3 +299,29 @@ async def test_one_poisoned_input_does_not_fail_its_batch_mates() -> None:
         results = await asyncio.gather(*futures, return_exceptions=True)
     assert value(results[0]) == 4.0 and value(results[2]) == 8.0 and isinstance(results[1], ValueError)
     await batcher.close()
+
+
+@pytest.mark.anyio
+async def test_cancelled_request_waits_for_its_decode_thread() -> None:
+    """A disconnect cancels the request; it must not close the decoder while a thread still reads it
+    (libsndfile segfaults on sf_close under sf_readf). Cancelled twice, it still waits."""
+    from app.threads import run_to_completion
+
+    started, finished = threading.Event(), threading.Event()
+
+    def decode() -> int:
+        started.set()
+        time.sleep(0.4)
+        finished.set()
+        return 1
+
+    task = asyncio.ensure_future(run_to_completion(decode))
+    while not started.is_set():
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert finished.is_set()  # the CancelledError came only after the thread ended
+    assert await run_to_completion(lambda: 2) == 2
