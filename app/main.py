@@ -23,11 +23,16 @@ from app.metrics import Metrics
 from app.middleware import RequestContextMiddleware
 from app.models import ModelRegistry
 from app.routes import router
+from app.schemas import ErrorResponse
 from app.stream import router as stream_router
 from app.v2 import router as v2_router
 from runtime.audio import preload_ffmpeg
 
 log = logging.getLogger("app")
+
+# Answered by the connection guard (app/http_guard.py) before any route, so possible on every operation.
+TRANSPORT_ERRORS = {431: {"model": ErrorResponse, "description": "Request line and headers over "
+                          "DIFFRES_MAX_HEADER_BYTES (the /v1 error shape on every route: no route has run yet)"}}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("shut down: batchers drained")
 
     app = FastAPI(title="DiffRes audio classification", version="0.1.0", lifespan=lifespan,
+                  responses=TRANSPORT_ERRORS,  # type: ignore[arg-type]
                   description="Audio classification with DiffRes (learnt temporal resolution) on onnxruntime. "
                               "Errors are `{\"error\": {\"code\", \"message\"}}` (OIP /v2 routes: "
                               "`{\"error\": \"message\"}`).")

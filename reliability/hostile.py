@@ -162,12 +162,13 @@ def disconnect_storm(s: Service, clients: int, minutes: float) -> Result:
     passed = len(closed) == clients and not ok_logged and idle_cpu < 1.0 and healthy(s)
     return {"passed": passed, "clients": clients, "audio_minutes_each": minutes, "logged_499": len(closed),
             "logged_200": len(ok_logged), "cpu_s_first_3s": round(cpu1 - cpu0, 2),
-            "cpu_s_next_3s": idle_cpu, "upload_kb": round(len(body) / 1024, 1)}
+            "cpu_s_next_3s": idle_cpu, "upload_kb": round(len(body) / 1024, 1), "server_alive": s.alive()}
 
 
 def lockout(s: Service, long_files: int, minutes: float, short_clients: int, seconds: float) -> Result:
     """`long_files` long silent uploads in flight while `short_clients` post short clips for `seconds`:
-    short clips must neither be refused nor wait behind the long files."""
+    short clips must neither be refused nor wait behind the long files. The long ones are hung up on
+    at the end (cancelled mid-decode: the server must survive that)."""
     body = audio.silent_flac(minutes * 60)
     clips = audio.short_clips(64)
     long_status: list[str] = []
@@ -214,12 +215,15 @@ def lockout(s: Service, long_files: int, minutes: float, short_clients: int, sec
         t.join(30)
     in_flight = long_status.count("in flight")
     peak = s.stop_sampling()
-    passed = (p99(latencies) or 99) < 2.0 and set(short_status) == {200} and in_flight == long_files and healthy(s)
+    # Long files may finish (200) during the run, but some must compete until its end, or nothing was measured.
+    long_ok = set(long_status) <= {"in flight", "200"} and in_flight > 0
+    passed = (p99(latencies) or 99) < 2.0 and set(short_status) == {200} and long_ok and healthy(s)
     return {"passed": passed, "long_files": long_files, "long_minutes": minutes, "upload_kb_each":
             round(len(body) / 1024, 1), "short_requests": sum(short_status.values()), "short_statuses": short_status,
             "short_p50_s": round(float(np.median(latencies)), 3) if latencies else None,
             "short_p99_s": p99(latencies), "long_in_flight_throughout": in_flight,
-            "long_statuses": {str(k): long_status.count(k) for k in set(long_status)}, "peak_rss_mb": peak}
+            "long_statuses": {str(k): long_status.count(k) for k in set(long_status)}, "peak_rss_mb": peak,
+            "server_alive": s.alive()}
 
 
 def _binary_infer(s: Service, rows: np.ndarray) -> httpx.Response:
