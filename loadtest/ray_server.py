@@ -13,9 +13,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 
-from loadtest.server import free_port
+from loadtest.server import Server, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CANNOT_START = "ray: cannot start a local cluster"  # printed by app.ray_main when Ray itself fails
@@ -49,34 +48,21 @@ def kill_session(sid: int) -> list[int]:
     return left
 
 
-class RayServer:
+class RayServer(Server):
     """Context manager: the service on Ray Serve, ready on exit of __enter__, stopped on exit."""
 
+    module = "app.ray_main"  # what `make serve-ray` runs
+
     def __init__(self, env: dict[str, str], log_path: Path, replicas: int = 2, ready_timeout: float = 240) -> None:
-        self.port, self.metrics_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_port = free_port()
+        super().__init__({**env, "DIFFRES_RAY_REPLICAS": str(replicas),
+                          "DIFFRES_RAY_METRICS_PORT": str(self.metrics_port)}, log_path, ready_timeout, cwd=ROOT)
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        self.env = {**os.environ, **env, "DIFFRES_HOST": "127.0.0.1", "DIFFRES_PORT": str(self.port),
-                    "DIFFRES_RAY_REPLICAS": str(replicas), "DIFFRES_RAY_METRICS_PORT": str(self.metrics_port)}
-        self.log_path, self.ready_timeout = log_path, ready_timeout
-        self.proc: subprocess.Popen[bytes] | None = None
         self.stop_seconds: float | None = None
         self.leftovers: list[int] = []
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def __enter__(self) -> RayServer:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "app.ray_main"], cwd=ROOT, env=self.env, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def _wait_ready(self) -> None:
         assert self.proc is not None
@@ -108,7 +94,3 @@ class RayServer:
             self.stop_seconds = time.monotonic() - started
         time.sleep(1)  # Ray's processes exit right after the launcher's ray.shutdown()
         self.leftovers = kill_session(self.proc.pid)
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()

@@ -29,6 +29,8 @@ def get(url: str, timeout: float = 5) -> bytes:
 class Server:
     """Context manager: the service in its own process group, ready on exit of __enter__."""
 
+    module = "app"  # what `python -m` runs
+
     def __init__(self, env: dict[str, str], log_path: Path, ready_timeout: float = 120,
                  cwd: Path | None = None) -> None:
         self.port = free_port()
@@ -42,7 +44,7 @@ class Server:
     def __enter__(self) -> Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "app"], env=self.env, cwd=self.cwd, stdout=log,
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module], env=self.env, cwd=self.cwd, stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         try:
