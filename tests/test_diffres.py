@@ -103,6 +103,7 @@ def test_diffres_output_shape_and_channels() -> None:
 
 def test_each_padded_row_is_normalised_to_its_own_t() -> None:
     """Row b keeps t_b = T_b - floor(delta * T_b) of its own frames; padding scores exactly 0."""
+    torch.manual_seed(0)
     m = DiffRes(n_mels=16, delta=0.5).eval()
     x = torch.randn(3, 200, 16)
     n_frames = torch.tensor([200, 121, 7])
@@ -113,7 +114,9 @@ def test_each_padded_row_is_normalised_to_its_own_t() -> None:
     assert (r.score[~valid_frames(n_frames, 200)] == 0).all()
     for b, n in enumerate(n_frames.tolist()):  # and what it keeps is what the row alone keeps
         alone = m(x[b: b + 1, :n], torch.tensor([n]))
-        torch.testing.assert_close(r.features[b, :, : expected[b]], alone.features[0], atol=1e-5, rtol=1e-5)
+        # 1e-4: the estimator's convs round differently batched and alone (~1e-7 in a score), and the
+        # max channel divides by the score, which magnifies that for a frame grazing a cell (seen: 5e-5)
+        torch.testing.assert_close(r.features[b, :, : expected[b]], alone.features[0], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(r.score[b, :n], alone.score[0], atol=1e-6, rtol=1e-6)
 
 

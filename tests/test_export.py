@@ -74,6 +74,20 @@ def test_long_batched_runs_are_deterministic(exported) -> None:
         np.testing.assert_array_equal([r.logits for r in onnx_model.run(rows, outputs=[LOGITS])], first)
 
 
+def test_recovered_checkpoint_reproduces_the_graph(exported) -> None:
+    """export.recover unfolds BatchNorm from the graph's convs and finds clip_norm by trial: the rebuilt
+    PyTorch model gives the original's logits (the changehop fixture has clip_norm on)."""
+    from export.recover import recover
+
+    model, path = exported
+    rebuilt, ckpt = recover(Path(path))
+    assert ckpt["model_config"]["clip_norm"] == model.cfg.clip_norm
+    x = torch.randn(3, int(1.3 * SR)) * torch.tensor([[0.05], [0.2], [0.5]])
+    lengths = torch.tensor([x.shape[1], x.shape[1] // 2, x.shape[1] // 3])
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x, lengths)[0], model(x, lengths)[0], rtol=1e-4, atol=1e-4)
+
+
 def test_graph_is_valid_with_symbolic_axes(exported) -> None:
     _, path = exported
     proto = onnx.load(path)
