@@ -24,6 +24,10 @@ from pathlib import Path
 from compare.variants import VARIANT_BY_NAME, VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
+# Profiled per part: full resolution, and DiffRes next to pooling to the same frames at both deltas.
+PROFILED = ("full", "diffres-0.5", "avgpool-0.5", "diffres-0.75", "avgpool-0.75")
+# Cheaper importance CNNs than the default 64 x 3 (timing only); 1x0 is a bound: next to no estimator.
+ESTIMATOR_SIZES = ("32x3", "16x2", "1x0")
 
 
 def keywords_clip_seconds(default: float = 3.0) -> tuple[float, str]:
@@ -63,6 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sample-seconds", type=float, default=None,
                    help="each sample averages calls lasting about this long (default 0.2, quick 0.05)")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads and torch threads")
+    p.add_argument("--estimators", nargs="*", default=None, metavar="CxB",
+                   help="DiffRes 0.5 importance-CNN sizes (channels x blocks) timed against the default one "
+                        f"(default {' '.join(ESTIMATOR_SIZES)}; quick: none)")
     p.add_argument("--variants", nargs="+", default=None, choices=[v.name for v in VARIANTS],
                    help="comparison variants timed (default all; quick full diffres-0.5); full and diffres-0.5 always")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
@@ -93,6 +100,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a.sample_seconds = a.sample_seconds or (0.05 if quick else 0.2)
     chosen = a.variants or (["full", "diffres-0.5"] if quick else [v.name for v in VARIANTS])
     a.variants = [v.name for v in VARIANTS if v.name in {"full", "diffres-0.5", *chosen}]
+    sizes = a.estimators if a.estimators is not None else ([] if quick else list(ESTIMATOR_SIZES))
+    try:
+        a.estimators = [tuple(int(n) for n in size.split("x")) for size in sizes]
+    except ValueError:
+        p.error(f"--estimators takes CHANNELSxBLOCKS, e.g. 32x3 (got {sizes})")
     a.lengths = a.lengths if a.lengths is not None else ([1, 10] if quick else [1, 10, 60, 600])
     a.long_repeats = a.long_repeats or (2 if quick else 7)
     a.hour_seconds = a.hour_seconds if a.hour_seconds is not None else (60 if quick else 3600)
@@ -155,9 +167,17 @@ def run(a: argparse.Namespace, argv: list[str], models_dir: Path) -> dict:
                                           a.repeats, a.sample_seconds)
     log("PyTorch eager vs onnxruntime")
     r["eager_vs_ort"] = sections.eager_vs_ort(diffres, a.clip_seconds, sr, a.threads, a.repeats, a.sample_seconds)
+    if a.estimators:
+        log(f"estimator sizes: {a.estimators}")
+        cheaper = [export_classifier(VARIANT_BY_NAME["diffres-0.5"], models_dir, estimator=e) for e in a.estimators]
+        same_frames = [m for m in models if m.name in ("full", "diffres-0.5", "avgpool-0.5")]
+        r["estimator_sizes"] = sections.throughput(same_frames + cheaper + [frontend], a.batches, a.clip_seconds,
+                                                   sr, a.threads, a.repeats, a.sample_seconds)
     log("profiling")
+    by_name = {m.name: m for m in models}
+    profiled = [by_name[n] for n in PROFILED if n in by_name]
     r["profile"] = [sections.profile(m, batch, a.clip_seconds, sr, a.threads, a.profile_runs, models_dir)
-                    for batch in a.batches for m in (diffres, full)]
+                    for batch in a.batches for m in profiled]
 
     single = []
     for seconds in a.lengths:

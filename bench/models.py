@@ -43,15 +43,21 @@ def model_config(v: Variant) -> ModelConfig:
     return cfg
 
 
-def export_classifier(v: Variant, out_dir: Path, seed: int = 0) -> Exported:
+def export_classifier(v: Variant, out_dir: Path, seed: int = 0, estimator: tuple[int, int] | None = None) -> Exported:
+    """`estimator`: (channels, blocks) of DiffRes's importance CNN instead of the default; the model is
+    then named `<variant>-est<channels>x<blocks>`."""
     torch.manual_seed(seed)
     cfg = model_config(v)
+    name = v.name
+    if estimator:
+        cfg.estimator_channels, cfg.estimator_blocks = estimator
+        name = f"{v.name}-est{estimator[0]}x{estimator[1]}"
     model = AudioClassifier(cfg).eval()
-    path = out_dir / f"{v.name}.onnx"
+    path = out_dir / f"{name}.onnx"
     labels = [f"class{i}" for i in range(KEYWORDS_CLASSES)]
-    meta = model_info(model, labels, KEYWORDS_CLIP_SECONDS, v.name).to_metadata() | {"benchmark": "random-init"}
+    meta = model_info(model, labels, KEYWORDS_CLIP_SECONDS, name).to_metadata() | {"benchmark": "random-init"}
     export_onnx(model, path, meta)
-    return Exported(v.name, path, cfg.to_dict(), model)
+    return Exported(name, path, cfg.to_dict(), model)
 
 
 class Frontend(nn.Module):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SPEEDUP_GOALS = {0.5: 1.8, 0.75: 3.0}
+SPEEDUP_GOALS = {0.5: 1.65, 0.75: 2.6}  # DiffRes over full resolution, same backbone, 3 s clips
+AVGPOOL_COST_GOAL = 1.10  # DiffRes time over AvgPool's at the same delta
 FRONTEND_SHARE_GOAL = 0.15
 SCALING_GOAL = 1.2  # time per audio-second, 10 min over 10 s
 PEAK_RSS_GOAL_MB = 600.0
@@ -22,6 +23,11 @@ def goals(report: dict) -> list[dict]:
                 v = row["speedup_vs_full"]["median"]
                 out.append({"goal": f"DiffRes speed-up vs full, delta {delta:g}, batch {batch}", "target": f">= {target:g}x",
                             "value": v, "display": f"{v:.2f}x", "met": v >= target})
+            if row and "time_vs_avgpool" in row:
+                v = row["time_vs_avgpool"]["median"]
+                out.append({"goal": f"DiffRes time over AvgPool's, delta {delta:g}, batch {batch}",
+                            "target": f"<= {AVGPOOL_COST_GOAL:.2f}", "value": v, "display": f"{v:.2f}",
+                            "met": v <= AVGPOOL_COST_GOAL})
         if "full" in rows and "frontend_share" in rows["full"]:
             v = rows["full"]["frontend_share"]["median"]
             out.append({"goal": f"frontend share of the full-resolution model, batch {batch}",
@@ -130,6 +136,9 @@ def markdown(r: dict) -> str:
     L += ["", "`frontend` is the log-mel frontend alone (waveform -> log-mel, its own ONNX graph); its share of "
           "`full` is goal 2. The other rows are the comparison's variants (`compare/variants.py`), same backbone."]
 
+    if r.get("estimator_sizes"):
+        L += estimator_section(r["estimator_sizes"])
+
     e = r.get("eager_vs_ort")
     if e:
         L += ["", f"## 2. PyTorch eager vs onnxruntime ({e['model']}, batch 1, {e['seconds']:g} s)", "",
@@ -168,22 +177,7 @@ def markdown(r: dict) -> str:
 
     prof = r.get("profile") or []
     if prof:
-        L += ["", "## 4. Where the time goes (onnxruntime profiler, kernel time shares)", "",
-              f"Kernel time summed over {st.get('profile_runs', '?')} profiled calls (after warm-up), by stage and "
-              "by op type. On a busy machine preemptions land on whichever op is running, so small shares are noise.",
-              ""]
-        stages = sorted({s for p in prof for s in p["by_stage"]}, key=lambda s: -max(p["by_stage"].get(s, 0) for p in prof))
-        L += ["| Stage | " + " | ".join(f"{p['model']} b{p['batch']}" for p in prof) + " |",
-              "|---|" + "---|" * len(prof)]
-        for s in stages:
-            L.append(f"| {s} | " + " | ".join(f"{p['by_stage'].get(s, 0):.1%}" for p in prof) + " |")
-        for p in prof:
-            top = list(p["by_op_type"].items())[:6]
-            L.append("")
-            L.append(f"Top op types, {p['model']} batch {p['batch']}: " + ", ".join(f"{k} {v:.1%}" for k, v in top) + ".")
-        L += ["", "Stages come from the exporter's module scopes: `mel` + `compress` is the frontend, "
-              "`resolution.estimator` DiffRes's importance CNN, `resolution.warp` its frame warping "
-              "(normalisation, running integrals, gathers/scatter), `backbone` the CNN classifier."]
+        L += profile_section(prof, r.get("throughput", {}), st.get("profile_runs", "?"))
 
     lt = r.get("loadtest", {})
     L += ["", "## 5. Service vs in-process (`make loadtest`)", ""]
@@ -203,3 +197,52 @@ def markdown(r: dict) -> str:
         L.append(f"No `{lt.get('path', 'reports/loadtest.json')}` yet: {lt.get('note', 'run `make loadtest`')}.")
     L += ["", f"_Total benchmark time: {r['duration_s']:.0f} s._", ""]
     return "\n".join(L)
+
+
+def profile_section(prof: list[dict], throughput: dict, runs: object) -> list[str]:
+    """Section 4: per part, milliseconds per call and share of kernel time, one table per batch size."""
+    L = ["", "## 4. Where the time goes (onnxruntime profiler, per part)", "",
+         f"Kernel time per part over {runs} profiled calls (after warm-up). Each cell: the part's share of "
+         "the kernel time applied to the unprofiled time per call of section 1 (so the ms of a column add up "
+         "to that time less the executor's own overhead, the last row), then the share itself. On a busy "
+         "machine preemptions land on whichever op is running, so small shares are noise.", ""]
+    stages = sorted({s for p in prof for s in p["by_stage"]}, key=lambda s: -max(p["by_stage"].get(s, 0) for p in prof))
+    for batch in sorted({p["batch"] for p in prof}):
+        cols = [p for p in prof if p["batch"] == batch]
+        call_ms = [throughput.get(str(batch), {}).get(p["model"], {}).get("time_per_call_s", {}).get("median", 0) * 1000
+                   for p in cols]
+        L += [f"Batch {batch}:", "", "| Part | " + " | ".join(p["model"] for p in cols) + " |", "|---|" + "---|" * len(cols)]
+        for s in stages:
+            cells = [f"{share * p['kernel_share_of_run'] * t:.2f} ms ({share:.0%})" if (share := p["by_stage"].get(s, 0)) else "-"
+                     for p, t in zip(cols, call_ms)]
+            L.append(f"| {s} | " + " | ".join(cells) + " |")
+        L.append("| executor overhead (outside kernels) | " + " | ".join(
+            f"{(1 - p['kernel_share_of_run']) * t:.2f} ms" for p, t in zip(cols, call_ms)) + " |")
+        L.append("| **time per call (section 1)** | " + " | ".join(f"**{t:.2f} ms**" for t in call_ms) + " |")
+        L.append("")
+    for p in prof:
+        top = list(p["by_op_type"].items())[:6]
+        L.append(f"Top op types, {p['model']} batch {p['batch']}: " + ", ".join(f"{k} {v:.1%}" for k, v in top) + ".")
+        L.append("")
+    L += ["Parts come from the exporter's module scopes: `mel` + `compress` is the frontend, "
+          "`resolution.estimator` DiffRes's importance CNN, `resolution.warp` the resolution module's own code "
+          "(DiffRes: score normalisation, frame warping into average, max and position-code channels; AvgPool: "
+          "the same warp with uniform scores, average channel only), `backbone.*` the CNN's stages and head, "
+          "`backbone.pooling` its own code (padding masks between stages, masked mean/max pooling)."]
+    return L
+
+
+def estimator_section(sizes: dict) -> list[str]:
+    """Section 1b: DiffRes 0.5 with smaller importance CNNs, timed in one loop with full and AvgPool."""
+    L = ["", "## 1b. What a cheaper importance estimator would buy (DiffRes 0.5, timing only)", "",
+         "Random-init graphs, same backbone, interleaved in their own loop. `diffres-0.5-estCxB`: the importance "
+         "CNN with C channels and B dilated blocks instead of 64 x 3; `est1x0` (one channel, no block) is a bound, "
+         "close to no estimator at all. Accuracy of these sizes is not measured here.", "",
+         "| Model | Batch | ms per call | speed-up vs full | time over avgpool-0.5 |", "|---|---|---|---|---|"]
+    for batch, rows in sizes.items():
+        for name, row in rows.items():
+            if name == "frontend":
+                continue
+            L.append(f"| {name} | {batch} | {ms(row['time_per_call_s'])} | {ratio(row.get('speedup_vs_full'))} | "
+                     f"{ratio(row.get('time_vs_avgpool'), '{:.2f}')} |")
+    return L

@@ -45,6 +45,9 @@ def throughput(models: list[Exported], batches: list[int], seconds: float, sr: i
                    "clips_per_s": summary([batch / t for t in ts])}
             if name not in ("full", "frontend"):
                 row["speedup_vs_full"] = paired_ratio(times["full"], ts)
+            pool = "avgpool-" + name.split("-")[1] if name.startswith("diffres-") else ""
+            if name.startswith("diffres-") and pool in times:  # DiffRes's price over pooling to the same frames
+                row["time_vs_avgpool"] = paired_ratio(ts, times[pool])
             if name != "frontend":
                 row["frontend_share"] = paired_ratio(times["frontend"], ts)
             rows[name] = row
@@ -82,8 +85,10 @@ def eager_vs_ort(model: Exported, seconds: float, sr: int, threads: int, repeats
 
 
 def node_stages(path: Path) -> dict[str, str]:
-    """ONNX node name (and each node's output names) -> model stage ('mel', 'resolution.estimator',
-    'resolution.warp', 'backbone', ...), from the dynamo exporter's name scopes."""
+    """ONNX node name (and each node's output names) -> model stage, from the dynamo exporter's name
+    scopes: 'mel', 'compress', 'resolution.estimator', 'resolution.warp' (normalisation and warp:
+    DiffRes's or the pooling baselines' own code), 'backbone.stem', 'backbone.stages.N',
+    'backbone.head', 'backbone.pooling' (the backbone's own code: padding masks and pooling)."""
     stages = {}
     for node in onnx.load(str(path), load_external_data=False).graph.node:
         meta = {p.key: p.value for p in node.metadata_props}
@@ -94,8 +99,9 @@ def node_stages(path: Path) -> dict[str, str]:
         modules = scopes[:-1]  # full dotted module paths, outermost first; the last scope is the op
         if not modules or modules[0].startswith("_"):
             stage = "other (shapes)"
-        elif modules[0] == "resolution":  # DiffRes: the estimator is a submodule, the warping is not
-            stage = modules[1] if len(modules) > 1 else "resolution.warp"
+        elif modules[0] in ("resolution", "backbone"):  # submodules by name, the module's own code as one
+            own = "resolution.warp" if modules[0] == "resolution" else "backbone.pooling"
+            stage = modules[1] if len(modules) > 1 else own
         else:
             stage = modules[0]
         stages[node.name] = stage
