@@ -114,10 +114,20 @@ def warp_weights(score: torch.Tensor, t: Rows, t_max: int | None = None) -> Warp
     return Warp(s, end, first.long(), first_overlap, frame_at, t_max)
 
 
+def _gather_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """values[b, index[b, k]] for values [B, N, F], index [B, K] in [0, N): whole rows of F values.
+
+    One Gather on the flattened [B * N, F] rows, not a GatherElements whose index is expanded over F
+    (that materialises a [B, K, F] int64 index and reads element by element: several times slower)."""
+    b, n, f = values.shape
+    flat = index + torch.arange(b, device=index.device)[:, None] * n
+    return values.reshape(b * n, f).index_select(0, flat.reshape(-1)).reshape(b, -1, f)
+
+
 def _frame_rows(values: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
     """values[b, frame[b, k]] for frame in [0, T]; frame T (past the end) reads zeros. No padded copy."""
-    n, f = values.shape[1], values.shape[2]
-    rows = values.gather(1, frame.clamp(max=n - 1)[..., None].expand(-1, -1, f))
+    n = values.shape[1]
+    rows = _gather_rows(values, frame.clamp(max=n - 1))
     return rows * (frame < n)[..., None].to(values.dtype)
 
 
@@ -129,12 +139,11 @@ def warp_sum(values: torch.Tensor, warp: Warp) -> torch.Tensor:
     with Q the running sum of score * values in float64. Gathers only: onnxruntime's
     ScatterND races on repeated indices across threads, and element-wise scatters are slow.
     """
-    f = values.shape[2]
     running = torch.cumsum((values * warp.score.to(values.dtype)[..., None]).double(), 1)  # Q
     j = warp.frame_at
     before = (j - 1).clamp_min(0)
     has_before = (j > 0).double()
-    q = running.gather(1, before[..., None].expand(-1, -1, f)) * has_before[..., None]
+    q = _gather_rows(running, before) * has_before[..., None]
     start = warp.end.gather(1, before) * has_before  # c[j - 1], 0 for the first frame
     k = torch.arange(warp.t + 1, device=values.device, dtype=torch.float64)[None]
     integral = q + (k - start)[..., None] * _frame_rows(values, j).double()
