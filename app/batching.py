@@ -7,8 +7,9 @@ of queueing without bound, and an admitted request never fails half-way for lack
 Order is fair between requests: every request's k-th queued input comes before any request's
 (k+1)-th, and among those the request served least recently goes first, so a short clip is in
 the next call even while long files have hundreds of windows queued. Inputs of a request that
-went away (cancelled futures) drop out before they run. Session calls run in a dedicated thread;
-the event loop only moves futures around.
+went away (cancelled futures) drop out before they run. Session calls run in the batcher's own
+threads, `concurrent_calls` at once (app.models.call_layout: on CPU one single-threaded call per
+core); the event loop only moves futures around.
 """
 
 from __future__ import annotations
@@ -102,14 +103,14 @@ class Lease:
 class MicroBatcher:
     """Collects inputs until the policy's batch is full or the oldest has waited `max_wait_s`.
 
-    `run_batch` runs in this batcher's own single thread, one call at a time (onnxruntime already
-    uses every core per call).
+    `run_batch` runs in this batcher's own threads, at most `concurrent_calls` at once; the next
+    batch is only taken when a call can start, so it keeps filling while the others run.
     """
 
     def __init__(self, name: str, run_batch: RunBatch, policy: BatchPolicy, *, max_wait_s: float,
                  queue_limit: int, retry_after_s: int = 1, on_batch: Callable[[BatchStats], None] | None = None,
                  on_reject: Callable[[str], None] | None = None, max_long_jobs: int = 4,
-                 long_job_queue: int = 64) -> None:
+                 long_job_queue: int = 64, concurrent_calls: int = 1) -> None:
         self.name = name
         self._run_batch = run_batch
         self.policy = policy
@@ -125,7 +126,9 @@ class MicroBatcher:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{name}")
+        self._concurrent_calls = concurrent_calls
+        self._running: set[asyncio.Task[None]] = set()
+        self._executor = ThreadPoolExecutor(max_workers=concurrent_calls, thread_name_prefix=f"ort-{name}")
 
     @property
     def max_batch(self) -> int:
@@ -235,16 +238,23 @@ class MicroBatcher:
         return batch, padded
 
     async def _worker(self) -> None:
+        slots = asyncio.Semaphore(self._concurrent_calls)
         while True:
             if not self._pending:
                 if self._closing:
+                    await asyncio.gather(*self._running)
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            await slots.acquire()  # a batch is only taken when a call can start: it fills while others run
             batch, padded = await self._collect()
-            if batch:
-                await self._run(batch, padded)
+            if not batch:
+                slots.release()
+                continue
+            call = asyncio.get_running_loop().create_task(self._run(batch, padded))
+            self._running.add(call)
+            call.add_done_callback(lambda done: (self._running.discard(done), slots.release()))
 
     async def _run(self, batch: list[_Item], padded: int) -> None:
         loop = asyncio.get_running_loop()

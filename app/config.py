@@ -25,7 +25,8 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated onnxruntime execution providers; empty: CUDA first when available, then CPU.")
     intra_op_threads: int = Field(
-        default=0, ge=0, description="onnxruntime intra-op threads; 0: the CPUs this container may use.")
+        default=0, ge=0, description="onnxruntime intra-op threads per call; 0: CPUs / concurrent calls (on CPU "
+                                     "with both 0: 1 thread, one call per CPU), on GPU onnxruntime's default.")
     inter_op_threads: int = Field(default=1, ge=1, description="onnxruntime inter-op threads.")
     ort_spinning: bool = Field(
         default=False, description="Let idle onnxruntime threads busy-wait between calls; off (default) leaves the "
@@ -57,6 +58,12 @@ class Settings(BaseSettings):
         default=None, gt=0, description="Hop between windows (snapped to whole frames); unset: half the window.")
     batch_size: int = Field(
         default=16, ge=1, le=1024, description="Most inputs per onnxruntime call (and windows in flight per request).")
+    cpus: int = Field(
+        default=0, ge=0, description="CPUs onnxruntime may use; 0: what the cgroup quota and affinity allow "
+                                     "(each Ray replica sets its reservation).")
+    concurrent_calls: int = Field(
+        default=0, ge=0, le=64, description="onnxruntime calls per model at once, each in its own thread; 0: on "
+                                            "CPU, one single-threaded call per CPU (see intra_op_threads), on GPU one.")
     batch_wait_ms: float = Field(
         default=5.0, ge=0, description="How long the batcher waits for more inputs before running a partial batch.")
     batch_max_padding: float = Field(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,9 @@ from app.batching import Lease, MicroBatcher
 from app.config import Settings
 from app.errors import ModelNotFound, Unavailable
 from app.metrics import Metrics
+from runtime.cpu import available_cpus
 from runtime.runner import OnnxModel, RowOutput
+from runtime.session import uses_gpu
 from runtime.windows import WindowPlan
 
 log = logging.getLogger("app.models")
@@ -38,10 +41,35 @@ def batch_policy(plan: WindowPlan, settings: Settings) -> BatchPolicy:
                        max_padding=settings.batch_max_padding, grid=grid)
 
 
+@dataclass(frozen=True)
+class CallLayout:
+    """How a model's session calls use the CPUs: `calls` at once, `threads` intra-op threads each."""
+
+    threads: int
+    calls: int
+
+
+def call_layout(settings: Settings, on_gpu: bool, cpus: int) -> CallLayout:
+    """On CPU, one single-threaded call per CPU by default: a call split over two threads stalls whenever
+    the event loop or a decoder takes one of its cores, and two calls overlap that Python work (measured
+    in reports/LOADTEST.md). Explicit settings win; on a GPU, one call at a time."""
+    if on_gpu:
+        return CallLayout(settings.intra_op_threads, settings.concurrent_calls or 1)
+    if settings.concurrent_calls:
+        return CallLayout(settings.intra_op_threads or max(1, cpus // settings.concurrent_calls),
+                          settings.concurrent_calls)
+    if settings.intra_op_threads:
+        return CallLayout(settings.intra_op_threads, max(1, cpus // settings.intra_op_threads))
+    return CallLayout(1, cpus)
+
+
 class LoadedModel:
     """A model ready to serve: OnnxModel, window plan and its own micro-batcher."""
 
-    def __init__(self, model: OnnxModel, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, model: OnnxModel, settings: Settings, metrics: Metrics,
+                 layout: CallLayout | None = None) -> None:
+        layout = layout or CallLayout(settings.intra_op_threads, settings.concurrent_calls or 1)
+        self.layout = layout
         self.model = model
         self.info = model.info
         self.plan = window_plan(model, settings)
@@ -50,6 +78,7 @@ class LoadedModel:
             self.info.name, self.run_batch, self.policy, max_wait_s=settings.batch_wait_ms / 1000,
             queue_limit=settings.queue_limit, retry_after_s=settings.retry_after_s,
             max_long_jobs=settings.max_long_jobs, long_job_queue=settings.long_job_queue,
+            concurrent_calls=layout.calls,
             on_batch=lambda stats: metrics.observe_batch(self.info.name, stats, self.batcher.depth),
             on_reject=lambda reason: metrics.rejected.labels(self.info.name, reason).inc())
 
@@ -78,9 +107,10 @@ class LoadedModel:
 
 
 def load_model(path: Path, settings: Settings, metrics: Metrics) -> LoadedModel:
-    model = OnnxModel.load(path, providers=settings.providers, intra_op_threads=settings.intra_op_threads,
+    layout = call_layout(settings, uses_gpu(settings.providers), settings.cpus or available_cpus())
+    model = OnnxModel.load(path, providers=settings.providers, intra_op_threads=layout.threads,
                            inter_op_threads=settings.inter_op_threads, spinning=settings.ort_spinning)
-    return LoadedModel(model, settings, metrics)
+    return LoadedModel(model, settings, metrics, layout)
 
 
 def public_reason(exc: Exception, path: Path) -> str:
@@ -118,8 +148,9 @@ class ModelRegistry:
                 log.error("model %s not loaded: %s", path, exc)
                 self.failed[path.stem] = public_reason(exc, path)
                 continue
-            log.info("model %s loaded: %d labels, %d Hz, providers %s, version %s", model.name,
-                     len(model.info.labels), model.info.sample_rate, model.model.providers, model.info.version)
+            log.info("model %s loaded: %d labels, %d Hz, providers %s, %d call(s) at once of %d thread(s), "
+                     "version %s", model.name, len(model.info.labels), model.info.sample_rate, model.model.providers,
+                     model.layout.calls, model.layout.threads, model.info.version)
             loaded.append(model)
         return loaded
 

@@ -2,7 +2,7 @@
 
 Starts a local Ray sized to the CPUs this container may use, deploys deploy/ray/serve.yaml with
 DIFFRES_HOST/DIFFRES_PORT, DIFFRES_RAY_REPLICAS and DIFFRES_RAY_GPUS_PER_REPLICA applied, and waits.
-Every replica reserves CPUs / replicas CPUs, which are also its onnxruntime threads. Ctrl-C or
+Every replica reserves CPUs / replicas CPUs, which size its onnxruntime calls. Ctrl-C or
 SIGTERM shuts Serve down (replicas finish their requests) and then Ray. Ray's Prometheus endpoint,
 with every replica's metrics, is on DIFFRES_RAY_METRICS_PORT.
 """

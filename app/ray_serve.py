@@ -33,16 +33,17 @@ METRICS_SYNC_S = 2.0
 READY_WAIT_S = 300.0  # the first health check waits this long for model loading and warm-up
 
 
-def replica_threads(settings: Settings, reserved_cpus: float) -> int:
-    """onnxruntime intra-op threads of one replica: the explicit setting, else the CPUs Ray reserved (>= 1)."""
-    return settings.intra_op_threads or max(1, int(reserved_cpus))
+def replica_cpus(settings: Settings, reserved_cpus: float) -> int:
+    """CPUs one replica's onnxruntime calls use: the explicit setting, else the CPUs Ray reserved (>= 1)."""
+    return settings.cpus or max(1, int(reserved_cpus))
 
 
 def replica_settings(overrides: dict[str, Any]) -> Settings:
-    """Settings of this replica: environment + overrides, threads sized to this actor's CPU reservation."""
+    """Settings of this replica: environment + overrides, onnxruntime sized to this actor's CPU reservation
+    (app.models.call_layout turns the CPUs into calls and threads)."""
     settings = Settings(**overrides)
     reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
-    return settings.model_copy(update={"intra_op_threads": replica_threads(settings, reserved)})
+    return settings.model_copy(update={"cpus": replica_cpus(settings, reserved)})
 
 
 @serve.deployment(name=DEPLOYMENT)
@@ -61,7 +62,7 @@ class DiffResReplica:
             configure_logging(self.settings.log_level)
         self._web = create_app(self.settings)
         self._mirror_task = asyncio.create_task(self._mirror_metrics(), name="ray-metrics-mirror")
-        log.info("replica app built: %d onnxruntime threads", self.settings.intra_op_threads)
+        log.info("replica app built: onnxruntime on %d CPU(s)", self.settings.cpus)
         return self._web
 
     async def _mirror_metrics(self) -> None:

@@ -150,11 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     (work / "locust.log").unlink(missing_ok=True)
 
     from app.config import Settings  # imported late: `--help` needs no onnxruntime
+    from app.models import call_layout
     from loadtest.inprocess import Reference
+    from runtime.cpu import available_cpus
+    from runtime.session import uses_gpu
 
     settings = Settings(model_dir=args.model_dir, default_model=args.model)  # what the server will read
-    reference = Reference(model_path, providers=settings.providers, intra_op_threads=settings.intra_op_threads,
-                          inter_op_threads=settings.inter_op_threads)
+    layout = call_layout(settings, uses_gpu(settings.providers), settings.cpus or available_cpus())
+    reference = Reference(model_path, providers=settings.providers, intra_op_threads=layout.threads,
+                          inter_op_threads=settings.inter_op_threads, calls=layout.calls)
     data = args.data or ROOT.parent / "shared" / "data" / args.model
     clips = cliplib.build(clip_dir, data, reference.info.sample_rate, n_short=args.short_clips,
                           n_long=args.long_clips, seed=args.seed)

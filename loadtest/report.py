@@ -67,6 +67,9 @@ def _row(name: str, b: dict[str, Any]) -> str:
 def markdown(r: dict[str, Any]) -> str:
     c, m, s, ip, sm = r["config"], r["machine"], r["service"], r["in_process"], r["server_metrics"]
     load = ", ".join(f"{x:.2f}" for x in m["load_avg_before"])
+    first = (ip.get("slices") or [{}])[0]
+    layout = (f"{first.get('concurrent_calls', 1)} call(s) at once of {first.get('intra_op_threads', '?')} "
+              "intra-op thread(s)")
     lines = [
         "# Load test",
         "",
@@ -90,10 +93,10 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "## Service vs in-process onnxruntime",
         "",
-        "In-process (`loadtest/inprocess.py`): the same model file, session options and threads as the service, "
-        "timed by `runtime.clock` on 3 s clips at batch 16 (the batched ceiling: full calls, no padding, no "
-        "HTTP, no decoding) and at batch 1, interleaved. Reference slices alternate with the load rounds, so "
-        "both see the same background load.",
+        "In-process (`loadtest/inprocess.py`): the same model file, session options, threads and concurrent calls "
+        f"as the service ({layout}), timed by `runtime.clock` on 3 s clips at batch 16 in every call (the batched "
+        "ceiling: full calls, no padding, no HTTP, no decoding) and at batch 1, interleaved. Reference slices "
+        "alternate with the load rounds, so both see the same background load.",
         "",
         "| | audio s/s |",
         "|---|---|",

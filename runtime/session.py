@@ -33,6 +33,11 @@ def resolve_providers(requested: Sequence[str], available: Sequence[str]) -> lis
     return chosen
 
 
+def uses_gpu(requested: Sequence[str]) -> bool:
+    """Whether a session for these requested providers runs on a GPU here (CPU is always the fallback)."""
+    return resolve_providers(requested, ort.get_available_providers())[0] != CPU
+
+
 def session_options(*, intra_op_threads: int = 0, inter_op_threads: int = 1, mem_pattern: bool = True,
                     cpu_arena: bool = True, spinning: bool = True,
                     profile_prefix: str | None = None) -> ort.SessionOptions:

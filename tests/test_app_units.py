@@ -325,3 +325,44 @@ async def test_cancelled_request_waits_for_its_decode_thread() -> None:
         await task
     assert finished.is_set()  # the CancelledError came only after the thread ended
     assert await run_to_completion(lambda: 2) == 2
+
+
+def test_call_layout_one_single_threaded_call_per_cpu_by_default() -> None:
+    from app.models import call_layout
+
+    layout = call_layout(Settings(), on_gpu=False, cpus=4)
+    assert (layout.threads, layout.calls) == (1, 4)
+    explicit = call_layout(Settings(intra_op_threads=2), on_gpu=False, cpus=4)
+    assert (explicit.threads, explicit.calls) == (2, 2)  # threads set: as many calls as fit
+    calls = call_layout(Settings(concurrent_calls=1), on_gpu=False, cpus=4)
+    assert (calls.threads, calls.calls) == (4, 1)  # one call at a time over every CPU (the old layout)
+    gpu = call_layout(Settings(), on_gpu=True, cpus=4)
+    assert (gpu.threads, gpu.calls) == (0, 1)
+
+
+@pytest.mark.anyio
+async def test_batcher_runs_concurrent_calls_at_once() -> None:
+    """With concurrent_calls=2, a second batch starts while the first still runs (in its own thread)."""
+    running, peak = [0], [0]
+    lock = threading.Lock()
+
+    def run(rows: list[np.ndarray], pad_to: int, outputs: object) -> list[RowOutput]:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+        return row_sums(rows)
+
+    batcher = MicroBatcher("test", run, policy(1), max_wait_s=0.0, queue_limit=64,  # type: ignore[arg-type]
+                           concurrent_calls=2)
+    batcher.start()
+    leases = [batcher.lease(1) for _ in range(4)]
+    started = time.monotonic()
+    results = await asyncio.gather(*(lease.run([np.full(8, i, np.float32)]) for i, lease in enumerate(leases)))
+    assert [value(r) for r in results] == [0.0, 8.0, 16.0, 24.0]
+    assert peak[0] == 2 and time.monotonic() - started < 0.75  # 4 single-row batches, two at a time
+    for lease in leases:
+        lease.release()
+    await batcher.close()

@@ -121,9 +121,9 @@ def test_deployment_probes_resources_and_security() -> None:
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     port = next(p for p in c["ports"] if p["name"] == "http")["containerPort"]
     assert str(port) == e["DIFFRES_PORT"] and e["DIFFRES_HOST"] == "0.0.0.0"
-    # Requests = limits = onnxruntime threads: a whole CPU share per thread, no oversubscription.
-    threads = e["DIFFRES_INTRA_OP_THREADS"]
-    assert c["resources"]["requests"]["cpu"] == c["resources"]["limits"]["cpu"] == threads
+    # Requests = limits = the CPUs onnxruntime is sized to: a whole CPU share each, no oversubscription.
+    cpus = e["DIFFRES_CPUS"]
+    assert c["resources"]["requests"]["cpu"] == c["resources"]["limits"]["cpu"] == cpus
     security = c["securityContext"]
     assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
     assert security["capabilities"]["drop"] == ["ALL"]
@@ -156,7 +156,7 @@ def test_kserve_predictor_serves_oip_v2_on_kserve_port() -> None:
     paths = set(create_app().openapi()["paths"])
     for probe in ("readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"]["path"] in paths and c[probe]["httpGet"]["path"].startswith("/v2/health/")
-    assert c["resources"]["requests"]["cpu"] == env(c)["DIFFRES_INTRA_OP_THREADS"]
+    assert c["resources"]["requests"]["cpu"] == env(c)["DIFFRES_CPUS"]
 
 
 def test_every_diffres_variable_in_the_manifests_is_a_setting() -> None:

@@ -217,9 +217,12 @@ def test_both_replicas_report_their_metrics_to_ray(ray_service: RayServer) -> No
 
 
 def test_each_replica_runs_its_share_of_the_cpus(ray_service: RayServer) -> None:
-    threads = max(1, available_cpus() // 2)
-    built = re.findall(r"replica app built: (\d+) onnxruntime threads", ray_service.log())
-    assert len(built) >= 2 and set(built) == {str(threads)}, built
+    """2 replicas: each is sized to half the CPUs, and runs that many single-threaded calls at once."""
+    share = max(1, available_cpus() // 2)
+    built = re.findall(r"replica app built: onnxruntime on (\d+) CPU", ray_service.log())
+    assert len(built) >= 2 and set(built) == {str(share)}, built
+    layouts = re.findall(r"(\d+) call\(s\) at once of (\d+) thread\(s\)", ray_service.log())
+    assert len(layouts) >= 2 and set(layouts) == {(str(share), "1")}, layouts
 
 
 # ------------------------------------------------------------------ shutdown (last: it stops the service)

@@ -36,14 +36,14 @@ def test_replicas_split_the_cpus_and_take_the_config_options() -> None:
     assert gpu["ray_actor_options"] == {"num_cpus": 4.0, "num_gpus": 1}
 
 
-def test_replica_threads_follow_the_cpus_ray_reserved() -> None:
+def test_replica_cpus_follow_the_cpus_ray_reserved() -> None:
     pytest.importorskip("ray.serve", reason="Ray is not installed (pip install -e '.[ray]')")
-    from app.ray_serve import replica_threads
+    from app.ray_serve import replica_cpus
 
-    assert replica_threads(Settings(), 1.0) == 1
-    assert replica_threads(Settings(), 4.0) == 4
-    assert replica_threads(Settings(), 0.5) == 1  # a fractional share still runs one thread
-    assert replica_threads(Settings(intra_op_threads=3), 1.0) == 3  # an explicit setting wins
+    assert replica_cpus(Settings(), 1.0) == 1
+    assert replica_cpus(Settings(), 4.0) == 4
+    assert replica_cpus(Settings(), 0.5) == 1  # a fractional share still runs one call
+    assert replica_cpus(Settings(cpus=3), 1.0) == 3  # an explicit setting wins
 
 
 async def _silent(scope: Scope, receive: Receive, send: Send) -> None:
