@@ -21,6 +21,7 @@ class Variant:
     delta: float
     hop_ms: float = 10.0
     compression: str = "log"
+    estimator: tuple[int, int] | None = None  # DiffRes importance CNN (channels, blocks); None: the default 64 x 3
 
 
 VARIANTS = [
@@ -38,6 +39,10 @@ VARIANTS = [
     Variant("highres-2.5ms-diffres-0.75", "diffres", 0.75, hop_ms=2.5),
     Variant("full-loglearn", "full", 0.0, compression="loglearn"),
     Variant("diffres-0.5-loglearn", "diffres", 0.5, compression="loglearn"),
+    # issue 14: a cheaper estimator (about 1.1x AvgPool's time at batch 8 instead of 1.14-1.2x; BENCHMARKS 1b),
+    # paired with the default estimator re-run by the same code (the older rows predate the `lengths` graph)
+    Variant("diffres-0.5-est64x3", "diffres", 0.5, estimator=(64, 3)),
+    Variant("diffres-0.5-est16x2", "diffres", 0.5, estimator=(16, 2)),
 ]
 VARIANT_BY_NAME = {v.name: v for v in VARIANTS}
 # (variant, reference, why the pair matters)
@@ -46,6 +51,8 @@ PAIRS = [(v.name, "full", "vs full resolution") for v in VARIANTS[1:11]] + [
     ("diffres-0.5", "changehop-0.5", "vs longer hop, same frames"), ("diffres-0.75", "avgpool-0.75", "vs pooling, same frames"),
     ("diffres-0.75", "avgmaxpool-0.75", "vs pooling, same frames"), ("diffres-0.75", "changehop-0.75", "vs longer hop, same frames"),
     ("full-loglearn", "full", "log-learn vs log"), ("diffres-0.5-loglearn", "diffres-0.5", "log-learn vs log"),
+    ("diffres-0.5-est16x2", "diffres-0.5-est64x3", "16x2 vs 64x3 estimator, same code"),
+    ("diffres-0.5-est64x3", "diffres-0.5", "the same model, today's code vs the older runs"),
 ]
 
 
@@ -56,6 +63,9 @@ def run_dir(out: Path, dataset: str, variant: str) -> Path:
 
 def model_config(v: Variant, sample_rate: int) -> ModelConfig:
     front = FrontendConfig(sample_rate=sample_rate, hop_ms=v.hop_ms, compression=v.compression)
-    return ModelConfig(frontend=front, resolution=v.resolution, delta=v.delta)
+    cfg = ModelConfig(frontend=front, resolution=v.resolution, delta=v.delta)
+    if v.estimator:
+        cfg.estimator_channels, cfg.estimator_blocks = v.estimator
+    return cfg
 
 
