@@ -63,12 +63,15 @@ def call_layout(settings: Settings, on_gpu: bool, cpus: int) -> CallLayout:
     return CallLayout(1, cpus)
 
 
+def layout_here(settings: Settings) -> CallLayout:
+    """call_layout for this process: its providers and the CPUs it may use (or `settings.cpus`)."""
+    return call_layout(settings, uses_gpu(settings.providers), settings.cpus or available_cpus())
+
+
 class LoadedModel:
     """A model ready to serve: OnnxModel, window plan and its own micro-batcher."""
 
-    def __init__(self, model: OnnxModel, settings: Settings, metrics: Metrics,
-                 layout: CallLayout | None = None) -> None:
-        layout = layout or CallLayout(settings.intra_op_threads, settings.concurrent_calls or 1)
+    def __init__(self, model: OnnxModel, settings: Settings, metrics: Metrics, layout: CallLayout) -> None:
         self.layout = layout
         self.model = model
         self.info = model.info
@@ -107,7 +110,7 @@ class LoadedModel:
 
 
 def load_model(path: Path, settings: Settings, metrics: Metrics) -> LoadedModel:
-    layout = call_layout(settings, uses_gpu(settings.providers), settings.cpus or available_cpus())
+    layout = layout_here(settings)
     model = OnnxModel.load(path, providers=settings.providers, intra_op_threads=layout.threads,
                            inter_op_threads=settings.inter_op_threads, spinning=settings.ort_spinning)
     return LoadedModel(model, settings, metrics, layout)

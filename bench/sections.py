@@ -46,7 +46,7 @@ def throughput(models: list[Exported], batches: list[int], seconds: float, sr: i
             if name not in ("full", "frontend"):
                 row["speedup_vs_full"] = paired_ratio(times["full"], ts)
             pool = "avgpool-" + name.split("-")[1] if name.startswith("diffres-") else ""
-            if name.startswith("diffres-") and pool in times:  # DiffRes's price over pooling to the same frames
+            if pool in times:  # DiffRes's price over pooling to the same frames
                 row["time_vs_avgpool"] = paired_ratio(ts, times[pool])
             if name != "frontend":
                 row["frontend_share"] = paired_ratio(times["frontend"], ts)

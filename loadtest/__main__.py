@@ -150,13 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     (work / "locust.log").unlink(missing_ok=True)
 
     from app.config import Settings  # imported late: `--help` needs no onnxruntime
-    from app.models import call_layout
+    from app.models import layout_here
     from loadtest.inprocess import Reference
-    from runtime.cpu import available_cpus
-    from runtime.session import uses_gpu
 
     settings = Settings(model_dir=args.model_dir, default_model=args.model)  # what the server will read
-    layout = call_layout(settings, uses_gpu(settings.providers), settings.cpus or available_cpus())
+    layout = layout_here(settings)
     reference = Reference(model_path, providers=settings.providers, intra_op_threads=layout.threads,
                           inter_op_threads=settings.inter_op_threads, calls=layout.calls)
     data = args.data or ROOT.parent / "shared" / "data" / args.model
