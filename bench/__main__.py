@@ -26,6 +26,8 @@ from compare.variants import VARIANT_BY_NAME, VARIANTS
 ROOT = Path(__file__).resolve().parents[1]
 # Profiled per part: full resolution, and DiffRes next to pooling to the same frames at both deltas.
 PROFILED = ("full", "diffres-0.5", "avgpool-0.5", "diffres-0.75", "avgpool-0.75")
+# Section 1c, in the service's call layout: the goals' models, and DiffRes with the 16 x 2 estimator.
+LAYOUT_TIMED = (*PROFILED, "diffres-0.5-est16x2", "diffres-0.75-est16x2")
 # Cheaper importance CNNs than the default 64 x 3 (timing only); 1x0 is a bound: next to no estimator.
 ESTIMATOR_SIZES = ("32x3", "16x2", "1x0")
 
@@ -67,11 +69,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sample-seconds", type=float, default=None,
                    help="each sample averages calls lasting about this long (default 0.2, quick 0.05)")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads and torch threads")
+    p.add_argument("--layout-threads", type=int, default=1,
+                   help="intra-op threads of section 1c, the service's call layout (default 1: one single-threaded "
+                        "call per core, app.models.call_layout on CPU; 0 skips)")
     p.add_argument("--estimators", nargs="*", default=None, metavar="CxB",
                    help="DiffRes 0.5 importance-CNN sizes (channels x blocks) timed against the default one "
                         f"(default {' '.join(ESTIMATOR_SIZES)}; quick: none)")
     p.add_argument("--variants", nargs="+", default=None, choices=[v.name for v in VARIANTS],
-                   help="comparison variants timed (default all; quick full diffres-0.5); full and diffres-0.5 always")
+                   help="comparison variants timed (default all; quick full diffres-0.5 diffres-0.5-est16x2); full and diffres-0.5 always")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--clip-seconds", type=float, default=3.0, help="clip length for throughput")
     p.add_argument("--lengths", type=float, nargs="*", default=None,
@@ -98,7 +103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     quick = a.quick
     a.repeats = a.repeats or (3 if quick else 11)
     a.sample_seconds = a.sample_seconds or (0.05 if quick else 0.2)
-    chosen = a.variants or (["full", "diffres-0.5"] if quick else [v.name for v in VARIANTS])
+    chosen = a.variants or (["full", "diffres-0.5", "diffres-0.5-est16x2"] if quick else [v.name for v in VARIANTS])
     a.variants = [v.name for v in VARIANTS if v.name in {"full", "diffres-0.5", *chosen}]
     sizes = a.estimators if a.estimators is not None else ([] if quick else list(ESTIMATOR_SIZES))
     try:
@@ -150,6 +155,7 @@ def run(a: argparse.Namespace, argv: list[str], models_dir: Path) -> dict:
     cfg = model_config(VARIANT_BY_NAME["diffres-0.5"])
     r["settings"] = {
         "quick": a.quick, "repeats": a.repeats, "sample_seconds": a.sample_seconds, "threads": a.threads,
+        "layout_threads": a.layout_threads,
         "inter_op_threads": 1, "batches": a.batches, "clip_seconds": a.clip_seconds, "variants": a.variants,
         "lengths": a.lengths, "long_repeats": a.long_repeats, "long_delta": 0.5,
         "hour_seconds": a.hour_seconds, "window_seconds": window_s, "window_seconds_from": window_source,
@@ -173,6 +179,11 @@ def run(a: argparse.Namespace, argv: list[str], models_dir: Path) -> dict:
         same_frames = [m for m in models if m.name in ("full", "diffres-0.5", "avgpool-0.5")]
         r["estimator_sizes"] = sections.throughput(same_frames + cheaper + [frontend], a.batches, a.clip_seconds,
                                                    sr, a.threads, a.repeats, a.sample_seconds)
+    if a.layout_threads and a.layout_threads != a.threads:
+        log(f"service call layout: {a.layout_threads} intra-op thread(s) per call")
+        timed = [m for m in models if m.name in LAYOUT_TIMED]
+        r["service_layout"] = sections.throughput(timed + [frontend], a.batches, a.clip_seconds, sr,
+                                                  a.layout_threads, a.repeats, a.sample_seconds)
     log("profiling")
     by_name = {m.name: m for m in models}
     profiled = [by_name[n] for n in PROFILED if n in by_name]
@@ -214,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.render:
         r = json.loads(json_path.read_text())
         r["loadtest"] = report.loadtest_summary(ROOT / a.loadtest) | {"path": a.loadtest}
+        r["goals"] = report.goals(r)  # derived from the measurements, so a new goal rule re-renders too
         json_path.write_text(json.dumps(r, indent=2) + "\n")
         md_path.write_text(report.markdown(r))
         log(f"re-rendered {md_path} from {json_path} (measurements of {r['environment']['date']})")

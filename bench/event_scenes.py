@@ -114,17 +114,20 @@ def speech_bed(files: list[Path], seconds: float, sr: int, rng: np.random.Genera
     return out / max(rms(np.concatenate(voiced)), 1e-9)
 
 
-def background(kind: str, seconds: float, sr: int, rng: np.random.Generator, speech: list[Path]) -> np.ndarray:
-    """Unit-RMS background of `kind`: "noise" (white, pink or brown) or "speech"."""
+def background(kind: str, seconds: float, sr: int, rng: np.random.Generator, speech: list[Path],
+               noise_exponent: float | None = None) -> np.ndarray:
+    """Unit-RMS background of `kind`: "noise" (white, pink or brown: exponent 0, 1, 2; random when
+    None) or "speech"."""
     if kind == "speech":
         return speech_bed(speech, seconds, sr, rng)
     from model.background import colored_noise  # the training's own generator (imports torch)
 
-    return colored_noise(round(seconds * sr), float(rng.choice([0.0, 1.0, 2.0])), rng)
+    exponent = float(rng.choice([0.0, 1.0, 2.0])) if noise_exponent is None else noise_exponent
+    return colored_noise(round(seconds * sr), exponent, rng)
 
 
 def scenes(keywords: list[Keyword], kind: str, snr_db: float, seconds: float, sr: int, rng: np.random.Generator,
-           speech: list[Path]) -> list[Scene]:
+           speech: list[Path], noise_exponent: float | None = None) -> list[Scene]:
     """Every keyword once, packed into recordings of `seconds` at random times over a background."""
     order = rng.permutation(len(keywords))
     condition = f"{kind}@{snr_db:g}dB"
@@ -141,7 +144,7 @@ def scenes(keywords: list[Keyword], kind: str, snr_db: float, seconds: float, sr
             pos += len(k.samples) + round(rng.uniform(*GAP_S) * sr)
             i += 1
         level = 10 ** ((KEYWORD_DBFS - snr_db) / 20)
-        audio += level * background(kind, seconds, sr, rng, speech)
+        audio += level * background(kind, seconds, sr, rng, speech, noise_exponent)
         out.append(scene)
     return out
 

@@ -21,14 +21,15 @@ class Variant:
     delta: float
     hop_ms: float = 10.0
     compression: str = "log"
-    estimator: tuple[int, int] | None = None  # DiffRes importance CNN (channels, blocks); None: the default 64 x 3
+    estimator: tuple[int, int] | None = None  # DiffRes importance CNN (channels, blocks); None: ModelConfig's
 
 
 VARIANTS = [
     Variant("full", "full", 0.0),
-    Variant("diffres-0.25", "diffres", 0.25),
-    Variant("diffres-0.5", "diffres", 0.5),
-    Variant("diffres-0.75", "diffres", 0.75),
+    # DiffRes rows first run with the 64 x 3 estimator keep it, so a re-run reproduces the committed runs.
+    Variant("diffres-0.25", "diffres", 0.25, estimator=(64, 3)),
+    Variant("diffres-0.5", "diffres", 0.5, estimator=(64, 3)),
+    Variant("diffres-0.75", "diffres", 0.75, estimator=(64, 3)),
     Variant("avgpool-0.5", "avgpool", 0.5),
     Variant("avgpool-0.75", "avgpool", 0.75),
     Variant("avgmaxpool-0.5", "avgmaxpool", 0.5),
@@ -36,13 +37,15 @@ VARIANTS = [
     Variant("changehop-0.5", "changehop", 0.5),
     Variant("changehop-0.75", "changehop", 0.75),
     # 2.5 ms hop = 4x the frames; DiffRes 0.75 hands the backbone as many as full resolution at 10 ms
-    Variant("highres-2.5ms-diffres-0.75", "diffres", 0.75, hop_ms=2.5),
+    Variant("highres-2.5ms-diffres-0.75", "diffres", 0.75, hop_ms=2.5, estimator=(64, 3)),
     Variant("full-loglearn", "full", 0.0, compression="loglearn"),
-    Variant("diffres-0.5-loglearn", "diffres", 0.5, compression="loglearn"),
-    # issue 14: a cheaper estimator (about 1.1x AvgPool's time at batch 8 instead of 1.14-1.2x; BENCHMARKS 1b),
-    # paired with the default estimator re-run by the same code (the older rows predate the `lengths` graph)
+    Variant("diffres-0.5-loglearn", "diffres", 0.5, compression="loglearn", estimator=(64, 3)),
+    # issue 14: the 16 x 2 estimator (the shipped one, ModelConfig's default) paired with 64 x 3 re-run by the
+    # same code (the older rows predate the `lengths` graph), and at the other deltas against the older rows
     Variant("diffres-0.5-est64x3", "diffres", 0.5, estimator=(64, 3)),
     Variant("diffres-0.5-est16x2", "diffres", 0.5, estimator=(16, 2)),
+    Variant("diffres-0.25-est16x2", "diffres", 0.25, estimator=(16, 2)),
+    Variant("diffres-0.75-est16x2", "diffres", 0.75, estimator=(16, 2)),
 ]
 VARIANT_BY_NAME = {v.name: v for v in VARIANTS}
 # (variant, reference, why the pair matters)
@@ -53,6 +56,8 @@ PAIRS = [(v.name, "full", "vs full resolution") for v in VARIANTS[1:11]] + [
     ("full-loglearn", "full", "log-learn vs log"), ("diffres-0.5-loglearn", "diffres-0.5", "log-learn vs log"),
     ("diffres-0.5-est16x2", "diffres-0.5-est64x3", "16x2 vs 64x3 estimator, same code"),
     ("diffres-0.5-est64x3", "diffres-0.5", "the same model, today's code vs the older runs"),
+    ("diffres-0.25-est16x2", "diffres-0.25", "16x2 (today's code) vs the older 64x3 runs"),
+    ("diffres-0.75-est16x2", "diffres-0.75", "16x2 (today's code) vs the older 64x3 runs"),
 ]
 
 

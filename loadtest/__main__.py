@@ -83,30 +83,47 @@ def children_cpu() -> float:
 
 
 class CpuMeter:
-    """The server's CPU seconds and classified audio, and the client's CPU, over load rounds.
+    """The server's CPU seconds, uploaded and model-run audio, and the client's CPU, over load rounds.
 
     Audio seconds per CPU second depends less than throughput on how much CPU other work leaves
-    us: on a shared machine it is a second view of the comparison with the in-process run.
+    us: on a shared machine it is a second view of the comparison with the in-process run. Model-run
+    audio (the samples sent to onnxruntime, padding included) against uploaded audio says how much
+    of the gap is work the service does on purpose: long files' overlapping windows, and padding.
     """
 
-    def __init__(self, server: Server) -> None:
+    COUNTERS = {"audio": "diffres_audio_seconds_total", "sent": "diffres_batch_samples_total",
+                "padding": "diffres_batch_padding_samples_total"}
+
+    def __init__(self, server: Server, sample_rate: int) -> None:
         self.server = server
-        self.server_cpu = self.audio = self.client_cpu = 0.0
+        self.sample_rate = sample_rate
+        self.totals = dict.fromkeys(self.COUNTERS, 0.0)
+        self.server_cpu = self.client_cpu = 0.0
+
+    def _counters(self) -> dict[str, float]:
+        text = get(f"{self.server.url}/metrics").decode()
+        return {key: metric_sum(text, name) for key, name in self.COUNTERS.items()}
 
     def measure(self, run: Any) -> Any:
-        audio0 = metric_sum(get(f"{self.server.url}/metrics").decode(), "diffres_audio_seconds_total")
+        before = self._counters()
         cpu0, client0 = self.server.cpu_seconds(), children_cpu()
         result = run()
-        self.audio += metric_sum(get(f"{self.server.url}/metrics").decode(), "diffres_audio_seconds_total") - audio0
+        after = self._counters()
+        for key in self.totals:
+            self.totals[key] += after[key] - before[key]
         cpu1 = self.server.cpu_seconds()
         self.server_cpu += (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else 0.0
         self.client_cpu += children_cpu() - client0
         return result
 
     def summary(self) -> dict[str, Any]:
-        cpu = self.server_cpu
-        return {"server_cpu_s": round(cpu, 1), "server_audio_s": round(self.audio, 1),
-                "audio_s_per_cpu_s": round(self.audio / cpu, 2) if cpu else None,
+        cpu, audio = self.server_cpu, self.totals["audio"]
+        sent_s = self.totals["sent"] / self.sample_rate
+        padding_s = self.totals["padding"] / self.sample_rate
+        return {"server_cpu_s": round(cpu, 1), "server_audio_s": round(audio, 1),
+                "audio_s_per_cpu_s": round(audio / cpu, 2) if cpu else None,
+                "model_run_s": round(sent_s, 1), "model_padding_s": round(padding_s, 1),
+                "model_run_per_audio_s": round(sent_s / audio, 3) if audio else None,
                 "client_cpu_s": round(self.client_cpu, 1)}
 
 
@@ -172,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     with Server(server_env, work / "server.log", args.ready_timeout, cwd=ROOT) as server:
         print(f"service ready at {server.url}; {args.rounds} rounds of {load_seconds} s load with "
               f"{args.users} users, between {args.rounds + 1} in-process slices of {slice_seconds:.0f} s", flush=True)
-        meter = CpuMeter(server)
+        meter = CpuMeter(server, reference.info.sample_rate)
         started = time.time()
         rss = [server.rss_mb()]
         for i in range(args.rounds + 1):

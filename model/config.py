@@ -42,8 +42,10 @@ class ModelConfig:
     resolution: ResolutionKind = "diffres"
     delta: float = 0.5  # share of frames removed: t = T - floor(delta * T)
     n_classes: int = 2
-    estimator_channels: int = 64
-    estimator_blocks: int = 3
+    # DiffRes's importance CNN: 16 channels x 2 dilated blocks. 64 x 3 learnt no better (compare,
+    # reports/compare/RESULTS.md) and cost a tenth more than fixed pooling (BENCHMARKS.md, 1b and 1c).
+    estimator_channels: int = 16
+    estimator_blocks: int = 2
     backbone_width: int = 32
     dropout: float = 0.2
     clip_norm: bool = False  # subtract each clip's mean log-mel per bin (removes microphone/channel colour)

@@ -55,10 +55,10 @@ def test_memory_probe_in_a_fresh_process(tmp_path: Path) -> None:
 
 def test_report_goals_markdown_and_loadtest(tmp_path: Path) -> None:
     models = [Exported(name, contract_model(tmp_path / f"{i}.onnx"), {}, None)
-              for i, name in enumerate(["full", "diffres-0.5"])]
+              for i, name in enumerate(["full", "diffres-0.5-est16x2"])]
     models.append(Exported("frontend", tiny_frontend(tmp_path / "frontend.onnx"), {}, None))
     through = sections.throughput(models, [1, 2], 0.5, 1000, 1, repeats=2, sample_s=0.001)
-    assert set(through["2"]["diffres-0.5"]) >= {"speedup_vs_full", "frontend_share", "audio_s_per_s"}
+    assert set(through["2"]["diffres-0.5-est16x2"]) >= {"speedup_vs_full", "frontend_share", "audio_s_per_s"}
     long = {"single_call": [longrun.single_call(str(models[1].path), 600.0, 100, 1, 2, 10.0)]}
     (tmp_path / "loadtest.json").write_text(json.dumps({
         "when": "2026-01-01", "service": {"total": {"audio_s_per_s": 850.0}}, "ratio": 0.87, "ratio_vs_batch_1": 1.1,
@@ -67,15 +67,20 @@ def test_report_goals_markdown_and_loadtest(tmp_path: Path) -> None:
     r = {"command": "python -m bench --quick", "environment": {
             "date": "now", "cpu_model": "cpu", "cpus_usable": 2, "mem_total_gib": 1.0, "onnxruntime": "x",
             "torch": "x", "python": "3", "git": "g", "load_average_at_start": [0.0]},
-         "settings": {"json": "reports/bench.json", "quick": True, "model_config": "tiny", "threads": 1,
+         "settings": {"json": "reports/bench.json", "quick": True, "model_config": "tiny", "threads": 2,
+                      "layout_threads": 1,
                       "repeats": 2, "sample_seconds": 0.001, "clip_seconds": 0.5, "long_delta": 0.5},
-         "throughput": through, "long_inputs": long, "loadtest": report.loadtest_summary(tmp_path / "loadtest.json"),
+         "throughput": through, "service_layout": through, "long_inputs": long,
+         "loadtest": report.loadtest_summary(tmp_path / "loadtest.json"),
          "duration_s": 1.0}
     r["goals"] = report.goals(r)
     names = [g["goal"] for g in r["goals"]]
-    assert any("delta 0.5, batch 2" in n for n in names) and any("10 min over 10 s" in n for n in names)
+    assert any("delta 0.5, batch 2 (2-thread calls)" in n for n in names)
+    assert any("delta 0.5, batch 2 (service layout: 1-thread calls)" in n for n in names)
+    assert any("10 min over 10 s" in n for n in names)
     assert any("peak RSS" in n for n in names)
     md = report.markdown(r)
     assert md.startswith("# Benchmarks") and "make bench" in md
+    assert "## 1c. In the service's call layout (1-thread calls)" in md
     assert "Service / ceiling: **0.87** (goal >= 0.85: met); service / batch 1: 1.1; padding 4.0 %" in md
     assert report.loadtest_summary(tmp_path / "absent.json")["note"] == "run `make loadtest`"
