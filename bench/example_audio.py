@@ -31,13 +31,13 @@ PINK = 1.0
 
 def long_wav(out: Path, data: Path) -> None:
     gap = np.zeros(round(GAP_S * SR), np.float32)
-    parts, pos = [], 0
-    for i, name in enumerate(LONG_CLIPS):
-        clip = load_audio(data / f"{name}.flac", SR)
-        parts += [gap, clip] if i else [clip]
-        pos += len(gap) if i else 0
-        print(f"long.wav: {name} at {pos / SR:.2f}-{(pos + len(clip)) / SR:.2f} s")
-        pos += len(clip)
+    parts: list[np.ndarray] = []
+    for name in LONG_CLIPS:
+        if parts:
+            parts.append(gap)
+        start = sum(map(len, parts))
+        parts.append(load_audio(data / f"{name}.flac", SR))
+        print(f"long.wav: {name} at {start / SR:.2f}-{(start + len(parts[-1])) / SR:.2f} s")
     mono = np.concatenate(parts)
     sf.write(out / "long.wav", np.stack([mono, mono], axis=1), SR, subtype="PCM_16")
 

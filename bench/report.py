@@ -261,13 +261,15 @@ def layout_section(timed: dict, threads: int | None) -> list[str]:
          "Same graphs, their own interleaved loop.", "",
          "| Model | Batch | ms per call | audio-s per s | speed-up vs full | time over AvgPool, same delta |",
          "|---|---|---|---|---|---|"]
-    for batch, rows in timed.items():
-        for name, row in rows.items():
-            if name == "frontend":
-                continue
-            L.append(f"| {name} | {batch} | {ms(row['time_per_call_s'])} | {row['audio_s_per_s']['median']:.0f} | "
-                     f"{ratio(row.get('speedup_vs_full'))} | {ratio(row.get('time_vs_avgpool'), '{:.2f}')} |")
+    for batch, name, row in _model_rows(timed):
+        L.append(f"| {name} | {batch} | {ms(row['time_per_call_s'])} | {row['audio_s_per_s']['median']:.0f} | "
+                 f"{ratio(row.get('speedup_vs_full'))} | {ratio(row.get('time_vs_avgpool'), '{:.2f}')} |")
     return L
+
+
+def _model_rows(timed: dict) -> list[tuple[str, str, dict]]:
+    """(batch, model, row) of a timing section, the frontend-alone graph left out."""
+    return [(batch, name, row) for batch, rows in timed.items() for name, row in rows.items() if name != "frontend"]
 
 
 def estimator_section(sizes: dict) -> list[str]:
@@ -277,10 +279,7 @@ def estimator_section(sizes: dict) -> list[str]:
          "CNN with C channels and B dilated blocks instead of 64 x 3; `est1x0` (one channel, no block) is a bound, "
          "close to no estimator at all. Accuracy of these sizes is not measured here.", "",
          "| Model | Batch | ms per call | speed-up vs full | time over avgpool-0.5 |", "|---|---|---|---|---|"]
-    for batch, rows in sizes.items():
-        for name, row in rows.items():
-            if name == "frontend":
-                continue
-            L.append(f"| {name} | {batch} | {ms(row['time_per_call_s'])} | {ratio(row.get('speedup_vs_full'))} | "
-                     f"{ratio(row.get('time_vs_avgpool'), '{:.2f}')} |")
+    for batch, name, row in _model_rows(sizes):
+        L.append(f"| {name} | {batch} | {ms(row['time_per_call_s'])} | {ratio(row.get('speedup_vs_full'))} | "
+                 f"{ratio(row.get('time_vs_avgpool'), '{:.2f}')} |")
     return L
