@@ -21,14 +21,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.report import GOAL_VARIANT
 from compare.variants import VARIANT_BY_NAME, VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
-# Profiled per part: full resolution, and DiffRes next to pooling to the same frames at both deltas.
-PROFILED = ("full", "diffres-0.5", "avgpool-0.5", "diffres-0.75", "avgpool-0.75")
-# Section 1c, in the service's call layout: the goals' models, and DiffRes with the 16 x 2 estimator.
-LAYOUT_TIMED = (*PROFILED, "diffres-0.5-est16x2", "diffres-0.75-est16x2")
-# Cheaper importance CNNs than the default 64 x 3 (timing only); 1x0 is a bound: next to no estimator.
+# The shipped DiffRes (its estimator size) at delta 0.5: eager vs onnxruntime, long inputs, always timed.
+SHIPPED = GOAL_VARIANT.format(delta=0.5)
+# Profiled per part: full resolution, and the shipped DiffRes next to pooling to the same frames at both deltas.
+PROFILED = ("full", SHIPPED, "avgpool-0.5", GOAL_VARIANT.format(delta=0.75), "avgpool-0.75")
+# Section 1c, in the service's call layout: the goals' models, and DiffRes with the older 64 x 3 estimator.
+LAYOUT_TIMED = (*PROFILED, "diffres-0.5", "diffres-0.75")
+# Importance CNN sizes against the comparison's 64 x 3 diffres-0.5 (timing only); 1x0 is a bound: next to no estimator.
 ESTIMATOR_SIZES = ("32x3", "16x2", "1x0")
 
 
@@ -64,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="smoke run (~1 min): full and diffres-0.5 only, 3 repeats, lengths up to 10 s, 60 s windowed")
+                   help=f"smoke run (~1 min): full and {SHIPPED} only, 3 repeats, lengths up to 10 s, 60 s windowed")
     p.add_argument("--repeats", type=int, default=None, help="timed samples per model (default 11, quick 3)")
     p.add_argument("--sample-seconds", type=float, default=None,
                    help="each sample averages calls lasting about this long (default 0.2, quick 0.05)")
@@ -76,7 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="DiffRes 0.5 importance-CNN sizes (channels x blocks) timed against the default one "
                         f"(default {' '.join(ESTIMATOR_SIZES)}; quick: none)")
     p.add_argument("--variants", nargs="+", default=None, choices=[v.name for v in VARIANTS],
-                   help="comparison variants timed (default all; quick full diffres-0.5 diffres-0.5-est16x2); full and diffres-0.5 always")
+                   help=f"comparison variants timed (default all; quick: full {SHIPPED}); full and {SHIPPED} always")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--clip-seconds", type=float, default=3.0, help="clip length for throughput")
     p.add_argument("--lengths", type=float, nargs="*", default=None,
@@ -103,8 +106,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     quick = a.quick
     a.repeats = a.repeats or (3 if quick else 11)
     a.sample_seconds = a.sample_seconds or (0.05 if quick else 0.2)
-    chosen = a.variants or (["full", "diffres-0.5", "diffres-0.5-est16x2"] if quick else [v.name for v in VARIANTS])
-    a.variants = [v.name for v in VARIANTS if v.name in {"full", "diffres-0.5", *chosen}]
+    chosen = a.variants or ([] if quick else [v.name for v in VARIANTS])
+    a.variants = [v.name for v in VARIANTS if v.name in {"full", SHIPPED, *chosen}]
     sizes = a.estimators if a.estimators is not None else ([] if quick else list(ESTIMATOR_SIZES))
     try:
         a.estimators = [tuple(int(n) for n in size.split("x")) for size in sizes]
@@ -143,21 +146,21 @@ def run(a: argparse.Namespace, argv: list[str], models_dir: Path) -> dict:
         try:
             models.append(export_classifier(VARIANT_BY_NAME[name], models_dir))
         except Exception as exc:  # noqa: BLE001 - one variant the exporter cannot trace must not stop the rest
-            if name in ("full", "diffres-0.5"):
+            if name in ("full", SHIPPED):
                 raise
             failed[name] = error_summary(exc)
             log(f"export of {name} failed, left out: {failed[name]}")
     r["export_failures"] = failed
     full = next(m for m in models if m.name == "full")
-    diffres = next(m for m in models if m.name == "diffres-0.5")
+    diffres = next(m for m in models if m.name == SHIPPED)
     frontend = export_frontend(full.model, models_dir)
     r["models"] = {m.name: {"config": m.config, "onnx_bytes": m.path.stat().st_size} for m in models + [frontend]}
-    cfg = model_config(VARIANT_BY_NAME["diffres-0.5"])
+    cfg = model_config(VARIANT_BY_NAME[SHIPPED])
     r["settings"] = {
         "quick": a.quick, "repeats": a.repeats, "sample_seconds": a.sample_seconds, "threads": a.threads,
         "layout_threads": a.layout_threads,
         "inter_op_threads": 1, "batches": a.batches, "clip_seconds": a.clip_seconds, "variants": a.variants,
-        "lengths": a.lengths, "long_repeats": a.long_repeats, "long_delta": 0.5,
+        "lengths": a.lengths, "long_repeats": a.long_repeats, "long_delta": 0.5, "long_model": SHIPPED,
         "hour_seconds": a.hour_seconds, "window_seconds": window_s, "window_seconds_from": window_source,
         "overlap": a.overlap, "window_batch": window_batch, "window_batch_from": batch_source,
         "memory_variants": a.memory_variants,
@@ -176,7 +179,9 @@ def run(a: argparse.Namespace, argv: list[str], models_dir: Path) -> dict:
     if a.estimators:
         log(f"estimator sizes: {a.estimators}")
         cheaper = [export_classifier(VARIANT_BY_NAME["diffres-0.5"], models_dir, estimator=e) for e in a.estimators]
-        same_frames = [m for m in models if m.name in ("full", "diffres-0.5", "avgpool-0.5")]
+        # the sizes' baseline is the comparison's 64 x 3 diffres-0.5 (exported here when not timed above)
+        reference = [m for m in models if m.name == "diffres-0.5"] or [export_classifier(VARIANT_BY_NAME["diffres-0.5"], models_dir)]
+        same_frames = [m for m in models if m.name in ("full", "avgpool-0.5")] + reference
         r["estimator_sizes"] = sections.throughput(same_frames + cheaper + [frontend], a.batches, a.clip_seconds,
                                                    sr, a.threads, a.repeats, a.sample_seconds)
     if a.layout_threads and a.layout_threads != a.threads:

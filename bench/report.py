@@ -171,7 +171,7 @@ def markdown(r: dict) -> str:
 
     long = r.get("long_inputs")
     if long:
-        L += ["", "## 3. Cost per audio-second and peak memory (DiffRes, delta "
+        L += ["", f"## 3. Cost per audio-second and peak memory ({st.get('long_model', 'DiffRes')}, delta "
               f"{st['long_delta']:g}, batch 1, each length in a fresh process)", "",
               "| Input | Method | ms per audio-second | vs 10 s (paired) | peak RSS MB | above baseline MB | input MB |",
               "|---|---|---|---|---|---|---|"]

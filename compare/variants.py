@@ -46,6 +46,8 @@ VARIANTS = [
     Variant("diffres-0.5-est16x2", "diffres", 0.5, estimator=(16, 2)),
     Variant("diffres-0.25-est16x2", "diffres", 0.25, estimator=(16, 2)),
     Variant("diffres-0.75-est16x2", "diffres", 0.75, estimator=(16, 2)),
+    Variant("diffres-0.25-est64x3", "diffres", 0.25, estimator=(64, 3)),
+    Variant("diffres-0.75-est64x3", "diffres", 0.75, estimator=(64, 3)),
 ]
 VARIANT_BY_NAME = {v.name: v for v in VARIANTS}
 # (variant, reference, why the pair matters)
@@ -56,6 +58,8 @@ PAIRS = [(v.name, "full", "vs full resolution") for v in VARIANTS[1:11]] + [
     ("full-loglearn", "full", "log-learn vs log"), ("diffres-0.5-loglearn", "diffres-0.5", "log-learn vs log"),
     ("diffres-0.5-est16x2", "diffres-0.5-est64x3", "16x2 vs 64x3 estimator, same code"),
     ("diffres-0.5-est64x3", "diffres-0.5", "the same model, today's code vs the older runs"),
+    ("diffres-0.25-est16x2", "diffres-0.25-est64x3", "16x2 vs 64x3 estimator, same code"),
+    ("diffres-0.75-est16x2", "diffres-0.75-est64x3", "16x2 vs 64x3 estimator, same code"),
     ("diffres-0.25-est16x2", "diffres-0.25", "16x2 (today's code) vs the older 64x3 runs"),
     ("diffres-0.75-est16x2", "diffres-0.75", "16x2 (today's code) vs the older 64x3 runs"),
 ]

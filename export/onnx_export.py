@@ -36,7 +36,7 @@ def model_info(model: AudioClassifier, labels: list[str], clip_seconds: float, n
         digest.update(tensor.numpy().tobytes())
     info = ModelInfo(name=name, labels=tuple(labels), sample_rate=cfg.frontend.sample_rate, delta=cfg.delta,
                      hop_ms=cfg.frontend.hop_ms, win_ms=cfg.frontend.win_ms, n_mels=cfg.frontend.n_mels,
-                     clip_seconds=clip_seconds, frontend=f"logmel-dftconv/{cfg.frontend.compression}",
+                     clip_seconds=clip_seconds, frontend=f"logmel-dftfold/{cfg.frontend.compression}",
                      resolution=cfg.resolution, version=f"{package_version()}+{digest.hexdigest()[:10]}",
                      background_label=background_label, min_score=min_score)
     info.check()

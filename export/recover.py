@@ -6,8 +6,9 @@ retraining, and without the training run's checkpoint at hand.
 
 The exporter folds each BatchNorm into the conv before it; here each conv gets its folded weight,
 and its BatchNorm becomes the identity plus the folded bias (running variance 1 - eps, so the
-normalisation divides by exactly 1). The mel filterbank and DFT kernel are rebuilt from the config
-and must equal the graph's. Options the graph holds no tensor for (clip normalisation) are tried
+normalisation divides by exactly 1). The frontend's tensors (DFT, mel filterbank) are rebuilt from the
+config and must equal the graph's where it holds them by name (a graph of an older frontend layout
+is judged by its logits alone). Options the graph holds no tensor for (clip normalisation) are tried
 both ways; the rebuilt model is checked against the graph with onnxruntime before anything is written.
 """
 
@@ -92,8 +93,9 @@ def recover(path: Path) -> tuple[AudioClassifier, dict]:
     for clip_norm in (False, True):
         cfg = model_config(info, weights, clip_norm)
         model = AudioClassifier(cfg).eval()
-        if not np.allclose(model.mel.dft.numpy(), weights["mel.dft"], atol=1e-6):
-            raise ValueError("the graph's DFT kernel differs from the config's (window or frontend changed)")
+        for name, buffer in model.mel.named_buffers():  # a graph of an older frontend layout has none of these
+            if f"mel.{name}" in weights and not np.allclose(buffer.numpy(), weights[f"mel.{name}"], atol=1e-6):
+                raise ValueError(f"the graph's frontend tensor mel.{name} differs from the config's (window or mel changed)")
         load_folded(model, weights)
         tried[clip_norm] = max_logit_difference(model, path, info.sample_rate)
         if tried[clip_norm] <= TOLERANCE:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .config import delta_fraction, frames_out
-from .diffres import EPS, Resampled, valid_frames, warp_average, warp_max, warp_weights
+from .diffres import EPS, Resampled, frame_rows, valid_frames, warp_average, warp_max, warp_weights
 
 
 class FullResolution(nn.Module):
@@ -46,8 +46,9 @@ class UniformPool(nn.Module):
         score = valid.double() * per_frame[:, None]
         warp = warp_weights(score, t, frames_out(x_log.shape[1], self.fraction))
         x_lin = torch.where(valid[..., None], x_log.exp(), 0.0)  # exp may overflow in padding
-        channels = [torch.log(warp_average(x_lin, warp).clamp_min(0.0) + EPS)]
+        rows = frame_rows(x_lin, warp)  # gathered once for both channels
+        channels = [torch.log(warp_average(x_lin, warp, rows).clamp_min(0.0) + EPS)]
         if self.with_max:
-            channels.append(torch.log(warp_max(x_lin, warp).clamp_min(0.0) + EPS))
+            channels.append(torch.log(warp_max(x_lin, warp, rows).clamp_min(0.0) + EPS))
         zero = x_log.new_zeros(())
         return Resampled(torch.stack(channels, 1), score.to(x_log.dtype), t, zero, zero)

@@ -60,22 +60,23 @@ def normalize_scores(score: torch.Tensor, t: Rows, valid: torch.Tensor | None = 
     frames sit strictly inside), so the sum is exactly t for every input. Frames outside `valid`
     (a row's padding) score 0, so each row is normalised as if it were alone.
     """
-    # NaN scores (inf/NaN audio) would become index -2^63 downstream and crash the graph.
-    s = torch.nan_to_num(score.double(), nan=0.0, posinf=1.0, neginf=0.0)
-    inside = torch.ones_like(s) if valid is None else valid.double()
-    s = s * inside
+    # Boolean masks in `where`, not products with float masks: the same values in fewer graph nodes
+    # (a batch-1 call pays per node).
+    s = score.double()
+    real = s == s  # NaN scores (inf/NaN audio) would become index -2^63 downstream and crash the graph
+    s = torch.where(real if valid is None else real & valid, s, 0.0).clamp(0.0, 1.0)
     target = _column(t, s)
     s = s / s.sum(1, keepdim=True).clamp_min(EPS) * target
     s = s / s.amax(1, keepdim=True).clamp_min(1.0)
 
     def refill(s: torch.Tensor, room_mask: torch.Tensor) -> torch.Tensor:
         deficit = (target - s.sum(1, keepdim=True)).clamp_min(0.0)
-        room = (1.0 - s) * room_mask
+        room = torch.where(room_mask, 1.0 - s, 0.0)
         alpha = (deficit / room.sum(1, keepdim=True).clamp_min(EPS)).clamp(max=1.0)
         return s + alpha * room
 
-    s = refill(s, ((s > eps) & (s < 1.0 - eps)).double() * inside)
-    s = refill(s, (s < 1.0).double() * inside)
+    s = refill(s, (s > eps) & (s < 1.0 - eps))  # padding scores 0 <= eps: never inside
+    s = refill(s, s < 1.0 if valid is None else (s < 1.0) & valid)
     return s.clamp(0.0, 1.0)
 
 
@@ -131,8 +132,14 @@ def _frame_rows(values: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
     return rows * (frame < n)[..., None].to(values.dtype)
 
 
-def warp_sum(values: torch.Tensor, warp: Warp) -> torch.Tensor:
-    """out[b, k] = sum_i overlap(i, k) * values[b, i] for values [B, T, F].
+def frame_rows(values: torch.Tensor, warp: Warp) -> torch.Tensor:
+    """[B, t + 1, F]: values of the frame containing each warped position k = 0..t (zeros past the
+    end). The sum and the max both read them: a caller merging several channels gathers once."""
+    return _frame_rows(values, warp.frame_at)
+
+
+def warp_sum(values: torch.Tensor, warp: Warp, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """out[b, k] = sum_i overlap(i, k) * values[b, i] for values [B, T, F] (rows: frame_rows(values, warp)).
 
     The warped signal g (values[i] on frame i's interval) has integral G; each output frame is
     G(k + 1) - G(k). G(k) = Q[j - 1] + (k - c[j - 1]) * values[j] for the frame j containing k,
@@ -146,25 +153,26 @@ def warp_sum(values: torch.Tensor, warp: Warp) -> torch.Tensor:
     q = _gather_rows(running, before) * has_before[..., None]
     start = warp.end.gather(1, before) * has_before  # c[j - 1], 0 for the first frame
     k = torch.arange(warp.t + 1, device=values.device, dtype=torch.float64)[None]
-    integral = q + (k - start)[..., None] * _frame_rows(values, j).double()
+    rows = frame_rows(values, warp) if rows is None else rows
+    integral = q + (k - start)[..., None] * rows.double()
     return (integral[:, 1:] - integral[:, :-1]).to(values.dtype)
 
 
-def warp_average(values: torch.Tensor, warp: Warp) -> torch.Tensor:
+def warp_average(values: torch.Tensor, warp: Warp, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Each output frame is a convex combination of the input frames it merges."""
     k = torch.arange(warp.t, device=values.device, dtype=torch.float64)[None]
     covered = (torch.minimum(k + 1.0, warp.end[:, -1:]) - k).clamp(0.0, 1.0)  # 1 but at the very end
-    return warp_sum(values, warp) / covered.to(values.dtype).clamp_min(EPS)[..., None]
+    return warp_sum(values, warp, rows) / covered.to(values.dtype).clamp_min(EPS)[..., None]
 
 
-def warp_max(values: torch.Tensor, warp: Warp) -> torch.Tensor:
+def warp_max(values: torch.Tensor, warp: Warp, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Max over the frames merged into each output frame, each scaled by the share of it that falls
     there: a frame grazing a cell counts little, and the result stays continuous in the scores.
     Needs values >= 0 (linear-domain mel).
 
     Frames starting in cell k are a contiguous run: their max is one element-wise scatter (a serial
     loop in onnxruntime, so no race). At most one frame spills into k from k - 1, the frame
-    containing position k: that part is a gather.
+    containing position k: that part is a gather (rows: frame_rows(values, warp), when at hand).
     """
     b, n, f = values.shape
     score = warp.score.clamp_min(EPS)
@@ -175,7 +183,7 @@ def warp_max(values: torch.Tensor, warp: Warp) -> torch.Tensor:
     inside = j.clamp(max=n - 1)
     k = torch.arange(warp.t, device=values.device, dtype=torch.float64)[None]
     spill_share = ((warp.end.gather(1, inside) - k) / score.gather(1, inside)).clamp(0.0, 1.0).to(values.dtype)
-    spill = _frame_rows(values, j)
+    spill = (frame_rows(values, warp) if rows is None else rows)[:, :-1]
     return torch.maximum(out, spill * spill_share[..., None])
 
 
@@ -266,10 +274,17 @@ class DiffRes(nn.Module):
         keep = valid[..., None]
         x_lin = torch.where(keep, x_log.exp(), 0.0)  # where, not a product: exp may overflow in padding
         pos = torch.where(keep, sinusoidal_position_code(x_log.shape[1], x_log.shape[2], x_log)[None], 0.0)
+        # One warp for the average and position channels, and one gather for it and the max: columns
+        # are independent, so the same values as separate calls in far fewer graph nodes (batch 1
+        # pays per node).
+        n_mels = x_log.shape[2]
+        merged = torch.cat([x_lin, pos], -1)
+        rows = frame_rows(merged, warp)
+        average, position = warp_average(merged, warp, rows).split(n_mels, -1)
         features = torch.stack([
-            torch.log(warp_average(x_lin, warp).clamp_min(0.0) + EPS),
-            torch.log(warp_max(x_lin, warp).clamp_min(0.0) + EPS),
-            warp_average(pos, warp),
+            torch.log(average.clamp_min(0.0) + EPS),
+            torch.log(warp_max(x_lin, warp, rows[..., :n_mels]).clamp_min(0.0) + EPS),
+            position,
         ], dim=1)
         score32 = score.to(x_log.dtype)
         return Resampled(

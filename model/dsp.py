@@ -27,24 +27,42 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax:
     return tri.T.astype(np.float32)
 
 
-def dft_kernel(win_length: int, n_bins: int) -> np.ndarray:
-    """Hann-windowed real-DFT basis as conv1d weights [2 * n_bins, 1, win_length] (cos rows, then sin)."""
-    n = np.arange(win_length)
-    window = 0.5 - 0.5 * np.cos(2 * np.pi * n / win_length)  # periodic Hann
-    phase = 2 * np.pi * np.outer(np.arange(n_bins), n) / win_length
-    basis = np.concatenate([np.cos(phase), -np.sin(phase)]) * window
-    return basis[:, None, :].astype(np.float32)
+def folded_dft(win_length: int, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hann-windowed real DFT of folded frames: cos rows [taps, n_bins] for x[n] + x[N - n] (and the
+    centre tap when N is even), -sin rows [taps, n_bins] for x[n] - x[N - n], n = 1..(N - 1) // 2.
+
+    The periodic Hann window is symmetric about the frame's centre and 0 at n = 0, the cos basis is
+    symmetric and the sin basis antisymmetric: folding each frame first halves the multiply-adds of
+    the DFT, the frontend's largest cost.
+    """
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win_length) / win_length)  # periodic Hann
+    half = (win_length - 1) // 2
+    paired = np.arange(1, half + 1)
+    even_taps = np.arange(1, win_length // 2 + 1)  # paired taps, plus the centre when N is even
+    phase = 2 * np.pi * np.arange(n_bins) / win_length
+    cos_rows = np.cos(np.outer(even_taps, phase)) * window[even_taps, None]
+    sin_rows = -np.sin(np.outer(paired, phase)) * window[paired, None]
+    return cos_rows.astype(np.float32), sin_rows.astype(np.float32)
+
+
+POSITION_BLOCK = 64  # frames per block of the position code's angle-addition table
 
 
 def sinusoidal_position_code(n_frames: torch.Tensor | int, dim: int, like: torch.Tensor) -> torch.Tensor:
-    """Transformer position code [n_frames, dim] generated for any length (no fixed-size buffer).
+    """Transformer position code [n_frames, dim] (sin, cos interleaved) generated for any length.
 
     In float64: angles reach tens of thousands of radians on long inputs, where float32 sin
-    implementations (torch vs onnxruntime) disagree in the 4th decimal.
+    implementations (torch vs onnxruntime) disagree in the 4th decimal. Column c is
+    sin(i * w_c + phase_c) (phase pi/2 for the cos columns); with i = 64 q + r, angle addition runs
+    sin and cos on the T / 64 block starts against a constant 64-row table, not on every frame:
+    onnxruntime's float64 Sin / Cos are scalar loops that cost as much as the whole warp.
     """
-    pos = torch.arange(n_frames, device=like.device, dtype=torch.float64)[:, None]
-    half = torch.arange(0, dim, 2, device=like.device, dtype=torch.float64)
-    freq = torch.exp(half * (-math.log(10000.0) / dim))
-    angle = pos * freq  # [T, ceil(dim/2)]
-    code = torch.stack([torch.sin(angle), torch.cos(angle)], dim=-1).flatten(1)
-    return code[:, :dim].to(like.dtype)
+    freq = np.exp(np.arange(dim) // 2 * 2 * (-math.log(10000.0) / dim))
+    phase = np.arange(dim) % 2 * (math.pi / 2)
+    within = np.arange(POSITION_BLOCK)[:, None] * freq  # [64, dim]
+    sin_r, cos_r = (torch.tensor(f(within), device=like.device) for f in (np.sin, np.cos))
+    blocks = (n_frames + POSITION_BLOCK - 1) // POSITION_BLOCK
+    start = torch.arange(blocks, device=like.device, dtype=torch.float64)[:, None, None] * POSITION_BLOCK
+    angle = start * torch.tensor(freq, device=like.device) + torch.tensor(phase, device=like.device)  # [Q, 1, dim]
+    code = torch.sin(angle) * cos_r + torch.cos(angle) * sin_r  # [Q, 64, dim]
+    return code.flatten(0, 1)[:n_frames].to(like.dtype)

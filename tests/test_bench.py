@@ -84,3 +84,14 @@ def test_report_goals_markdown_and_loadtest(tmp_path: Path) -> None:
     assert "## 1c. In the service's call layout (1-thread calls)" in md
     assert "Service / ceiling: **0.87** (goal >= 0.85: met); service / batch 1: 1.1; padding 4.0 %" in md
     assert report.loadtest_summary(tmp_path / "absent.json")["note"] == "run `make loadtest`"
+
+
+def test_bench_centres_on_the_shipped_estimator() -> None:
+    """Eager, long-input and profile sections run the shipped DiffRes (ModelConfig's estimator size),
+    and a quick run times it next to full resolution."""
+    from bench.__main__ import PROFILED, SHIPPED, parse_args
+    from model.config import ModelConfig
+
+    cfg = ModelConfig()
+    assert SHIPPED == f"diffres-0.5-est{cfg.estimator_channels}x{cfg.estimator_blocks}" and SHIPPED in PROFILED
+    assert parse_args(["--quick"]).variants == ["full", SHIPPED]

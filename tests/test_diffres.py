@@ -1,13 +1,15 @@
 """DiffRes maths: frame counts, score normalisation, warp weights, masking, guide loss."""
 
+import math
 from fractions import Fraction
 
 import pytest
 import torch
 
 from model.config import delta_fraction, frames_out
-from model.diffres import (DiffRes, guide_loss, normalize_scores, valid_frames, warp_average, warp_max,
+from model.diffres import (EPS, DiffRes, guide_loss, normalize_scores, valid_frames, warp_average, warp_max,
                            warp_sum, warp_weights)
+from model.dsp import sinusoidal_position_code
 
 
 def dense_overlaps(score: torch.Tensor, t: int) -> torch.Tensor:
@@ -99,6 +101,32 @@ def test_diffres_output_shape_and_channels() -> None:
         assert torch.isfinite(r.features).all()
         assert r.frames.tolist() == [r.features.shape[2]] * 3
         torch.testing.assert_close(r.score.sum(1), torch.full((3,), float(r.features.shape[2])), atol=1e-4, rtol=0)
+
+
+def test_position_code_matches_direct_sin_cos() -> None:
+    """The angle-addition code equals sin / cos of every frame's own angle, past the 64-frame table too."""
+    for n, dim in ((1, 64), (65, 64), (300, 33), (40_000, 64)):
+        i = torch.arange(n, dtype=torch.float64)[:, None]
+        freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-math.log(10000.0) / dim))
+        direct = torch.stack([torch.sin(i * freq), torch.cos(i * freq)], -1).flatten(1)[:, :dim].float()
+        torch.testing.assert_close(sinusoidal_position_code(n, dim, torch.zeros(1)), direct, atol=1e-6, rtol=0)
+
+
+def test_diffres_channels_are_the_separate_warps() -> None:
+    """DiffRes warps average and position code in one call and shares the max's gather: each channel
+    must still be exactly what its own warp gives."""
+    torch.manual_seed(0)
+    m = DiffRes(n_mels=16, delta=0.75).eval()
+    x = torch.randn(2, 130, 16)
+    n = torch.tensor([130, 77])
+    r = m(x, n)
+    valid = valid_frames(n, 130)
+    warp = warp_weights(normalize_scores(m.estimator(x, valid), r.frames, valid), r.frames, r.features.shape[2])
+    x_lin = torch.where(valid[..., None], x.exp(), 0.0)
+    pos = torch.where(valid[..., None], sinusoidal_position_code(130, 16, x)[None], 0.0)
+    separate = [torch.log(warp_average(x_lin, warp) + EPS), torch.log(warp_max(x_lin, warp) + EPS), warp_average(pos, warp)]
+    for channel, expected in enumerate(separate):
+        torch.testing.assert_close(r.features[:, channel], expected, atol=1e-6, rtol=1e-6)
 
 
 def test_each_padded_row_is_normalised_to_its_own_t() -> None:

@@ -17,8 +17,10 @@ from model.frontend import MelSpectrogram
 from model.train import main as train_main
 
 
-@pytest.mark.parametrize("sr,n", [(16000, 48000), (8000, 4321)])
-def test_dft_conv_frontend_matches_torch_stft(sr: int, n: int) -> None:
+@pytest.mark.parametrize("sr,n", [(16000, 48000), (8000, 4321), (22050, 7777), (16000, 1)])
+def test_folded_dft_frontend_matches_torch_stft(sr: int, n: int) -> None:
+    """Frames cut by reshaping and the folded DFT give torch.stft's power: even and odd windows
+    (22050 Hz: 551 samples, hop 220 not dividing it), and a waveform shorter than one hop."""
     cfg = FrontendConfig(sample_rate=sr)
     wave = torch.randn(2, n)
     mel = MelSpectrogram(cfg)(wave)
