@@ -136,6 +136,20 @@ def test_shipped_models_load_with_complete_metadata(name: str, sample_rate: int,
     assert {r["kind"] for r in report["parity"]} == {"full", "mixed"}
 
 
+@pytest.mark.parametrize("name", ["keywords", "digits"])
+def test_shipped_models_run_at_lengths_around_hop_and_window(name: str) -> None:
+    """The frontend cuts frames by reshaping into hop-sized chunks: rows of 1 sample, and one sample
+    either side of the hop and of the window, run in one padded batch with finite logits."""
+    onnx_model = OnnxModel.load(ROOT / "models" / f"{name}.onnx")
+    info = onnx_model.info
+    hop, win = round(info.sample_rate * info.hop_ms / 1000), round(info.sample_rate * info.win_ms / 1000)
+    lengths = [1, hop - 1, hop, hop + 1, win - 1, win, win + 1, 3 * win + 7]
+    rng = np.random.default_rng(0)
+    out = onnx_model.run([(0.1 * rng.standard_normal(n)).astype(np.float32) for n in lengths])
+    for row, n in zip(out, lengths):
+        assert np.isfinite(row.logits).all() and row.frames_out == info.frames_out(n), n
+
+
 @pytest.mark.parametrize("name,pattern", [("keywords", "*/*.flac"), ("digits", "*/*.wav")])
 def test_shipped_models_recognise_real_clips(name: str, pattern: str) -> None:
     """A slice of real clips, all in one padded batch (the service's path), mostly right."""
