@@ -180,7 +180,8 @@ def run(a: argparse.Namespace, argv: list[str], models_dir: Path) -> dict:
         log(f"estimator sizes: {a.estimators}")
         cheaper = [export_classifier(VARIANT_BY_NAME["diffres-0.5"], models_dir, estimator=e) for e in a.estimators]
         # the sizes' baseline is the comparison's 64 x 3 diffres-0.5 (exported here when not timed above)
-        reference = [m for m in models if m.name == "diffres-0.5"] or [export_classifier(VARIANT_BY_NAME["diffres-0.5"], models_dir)]
+        reference = ([m for m in models if m.name == "diffres-0.5"]
+                     or [export_classifier(VARIANT_BY_NAME["diffres-0.5"], models_dir)])
         same_frames = [m for m in models if m.name in ("full", "avgpool-0.5")] + reference
         r["estimator_sizes"] = sections.throughput(same_frames + cheaper + [frontend], a.batches, a.clip_seconds,
                                                    sr, a.threads, a.repeats, a.sample_seconds)

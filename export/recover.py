@@ -95,7 +95,8 @@ def recover(path: Path) -> tuple[AudioClassifier, dict]:
         model = AudioClassifier(cfg).eval()
         for name, buffer in model.mel.named_buffers():  # a graph of an older frontend layout has none of these
             if f"mel.{name}" in weights and not np.allclose(buffer.numpy(), weights[f"mel.{name}"], atol=1e-6):
-                raise ValueError(f"the graph's frontend tensor mel.{name} differs from the config's (window or mel changed)")
+                raise ValueError(f"the graph's frontend tensor mel.{name} differs from the config's "
+                                 "(window or mel changed)")
         load_folded(model, weights)
         tried[clip_norm] = max_logit_difference(model, path, info.sample_rate)
         if tried[clip_norm] <= TOLERANCE:

@@ -124,7 +124,8 @@ def test_diffres_channels_are_the_separate_warps() -> None:
     warp = warp_weights(normalize_scores(m.estimator(x, valid), r.frames, valid), r.frames, r.features.shape[2])
     x_lin = torch.where(valid[..., None], x.exp(), 0.0)
     pos = torch.where(valid[..., None], sinusoidal_position_code(130, 16, x)[None], 0.0)
-    separate = [torch.log(warp_average(x_lin, warp) + EPS), torch.log(warp_max(x_lin, warp) + EPS), warp_average(pos, warp)]
+    separate = [torch.log(warp_average(x_lin, warp) + EPS), torch.log(warp_max(x_lin, warp) + EPS),
+                warp_average(pos, warp)]
     for channel, expected in enumerate(separate):
         torch.testing.assert_close(r.features[:, channel], expected, atol=1e-6, rtol=1e-6)
 
