@@ -7,7 +7,7 @@
 2. PyTorch eager vs onnxruntime, batch 1 (DiffRes).
 3. Cost per audio-second and peak RSS from 1 s to 10 min (one call each, fresh process per length),
    and 1 h run as the service does (overlapping clip-length windows, batched).
-4. onnxruntime profile: kernel time by stage and op type.
+4. onnxruntime profile: kernel time by stage and op type; the resolution modules alone, unprofiled.
 5. The service-vs-in-process ratio from reports/loadtest.json, when `make loadtest` has run.
 """
 
@@ -128,9 +128,11 @@ def log(msg: str) -> None:
 
 def run(a: argparse.Namespace, argv: list[str], models_dir: Path) -> dict:
     # torch is imported here, not at module level: `python -m bench.longrun` must stay torch-free
+    from runtime.contract import frames_in
+
     from . import longrun, report, sections
     from .env import environment, load_average
-    from .models import KEYWORDS_FRONTEND, export_classifier, export_frontend, model_config
+    from .models import KEYWORDS_FRONTEND, export_classifier, export_frontend, export_resolution, model_config
 
     t_start = time.perf_counter()
     env = environment(ROOT)
@@ -195,6 +197,12 @@ def run(a: argparse.Namespace, argv: list[str], models_dir: Path) -> dict:
     profiled = [by_name[n] for n in PROFILED if n in by_name]
     r["profile"] = [sections.profile(m, batch, a.clip_seconds, sr, a.threads, a.profile_runs, models_dir)
                     for batch in a.batches for m in profiled]
+    alone_threads = a.layout_threads or a.threads
+    log(f"resolution modules alone, {alone_threads}-thread calls")
+    alone = [export_resolution(m, models_dir) for m in profiled if m.name != "full"]
+    frames = frames_in(int(a.clip_seconds * sr), cfg.frontend.hop_length)
+    r["resolution_alone"] = {"threads": alone_threads, "frames": frames, "by_batch": sections.resolution_alone(
+        alone, a.batches, frames, cfg.frontend.n_mels, alone_threads, a.repeats, a.sample_seconds)}
 
     single = []
     for seconds in a.lengths:

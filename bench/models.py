@@ -84,3 +84,34 @@ def export_frontend(model: AudioClassifier, out_dir: Path) -> Exported:
     path = out_dir / "frontend.onnx"
     program.save(str(path))
     return Exported("frontend", path, asdict(model.cfg.frontend), frontend)
+
+
+class Resolution(nn.Module):
+    """Log-mel [B, T, F] and real frames [B] -> the resolution module's features: its own code alone."""
+
+    def __init__(self, model: AudioClassifier):
+        super().__init__()
+        self.resolution = model.resolution
+
+    def forward(self, log_mel: torch.Tensor, n_frames: torch.Tensor) -> torch.Tensor:
+        return self.resolution(log_mel, n_frames).features
+
+
+RESOLUTION_INPUTS = ("log_mel", "n_frames")
+
+
+def export_resolution(m: Exported, out_dir: Path) -> Exported:
+    """A classifier's resolution module alone (same name as the classifier), same exporter settings."""
+    module = Resolution(m.model).eval()
+    frames = int(EXAMPLE_SECONDS * 100)
+    example = (torch.randn(2, frames, m.model.cfg.frontend.n_mels), torch.tensor([frames, frames - 30]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module, example, None, input_names=list(RESOLUTION_INPUTS), output_names=["features"],
+            opset_version=OPSET, dynamo=True, dynamic_shapes=({0: Dim.DYNAMIC, 1: Dim.DYNAMIC}, {0: Dim.DYNAMIC}),
+            optimize=True, verbose=False,
+        )
+    path = out_dir / f"resolution-{m.name}.onnx"
+    program.save(str(path))
+    return Exported(m.name, path, m.config, module)

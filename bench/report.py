@@ -199,6 +199,9 @@ def markdown(r: dict) -> str:
     if prof:
         L += profile_section(prof, r.get("throughput", {}), st.get("profile_runs", "?"))
 
+    if r.get("resolution_alone"):
+        L += resolution_section(r["resolution_alone"])
+
     lt = r.get("loadtest", {})
     L += ["", "## 5. Service vs in-process (`make loadtest`)", ""]
     if lt.get("present"):
@@ -249,6 +252,19 @@ def profile_section(prof: list[dict], throughput: dict, runs: object) -> list[st
           "(DiffRes: score normalisation, frame warping into average, max and position-code channels; AvgPool: "
           "the same warp with uniform scores, average channel only), `backbone.*` the CNN's stages and head, "
           "`backbone.pooling` its own code (padding masks between stages, masked mean/max pooling)."]
+    return L
+
+
+def resolution_section(alone: dict) -> list[str]:
+    """Section 4b: the resolution modules alone, unprofiled (what section 4's parts cost without the profiler)."""
+    L = ["", f"## 4b. The resolution modules alone ({alone['threads']}-thread calls, unprofiled)", "",
+         f"Each profiled model's resolution module exported alone (log-mel [batch, {alone['frames']}, mels] and "
+         "frames in, features out) and timed in one interleaved loop: its own code's cost per call without "
+         "the profiler, whose fixed cost per node overstates small ops (section 4).", "",
+         "| Resolution module | Batch | ms per call | time over AvgPool's, same delta |", "|---|---|---|---|"]
+    for batch, name, row in _model_rows(alone["by_batch"]):
+        L.append(f"| {name} | {batch} | {1e3 * row['time_per_call_s']['median']:.3f} | "
+                 f"{ratio(row.get('time_vs_avgpool'), '{:.2f}')} |")
     return L
 
 

@@ -18,7 +18,7 @@ from runtime.contract import WAVEFORM
 from runtime.runner import OnnxModel
 from runtime.session import make_session
 
-from .models import Exported
+from .models import RESOLUTION_INPUTS, Exported
 
 
 def clips(batch: int, seconds: float, sr: int, seed: int = 0) -> np.ndarray:
@@ -51,6 +51,29 @@ def throughput(models: list[Exported], batches: list[int], seconds: float, sr: i
             if name != "frontend":
                 row["frontend_share"] = paired_ratio(times["frontend"], ts)
             rows[name] = row
+        out[str(batch)] = rows
+    return out
+
+
+def resolution_alone(models: list[Exported], batches: list[int], frames: int, n_mels: int, threads: int,
+                     repeats: int, sample_s: float) -> dict:
+    """Each resolution module alone on log-mel input, unprofiled, in one interleaved loop per batch size:
+    what its own code costs per call. The profiler (section 4) adds a fixed cost to every node, so it
+    overstates small ops, and a module of many small ops most."""
+    sessions = {m.name: make_session(m.path, providers=["CPUExecutionProvider"], intra_op_threads=threads)
+                for m in models}
+    out: dict = {}
+    for batch in batches:
+        feed = dict(zip(RESOLUTION_INPUTS, (np.random.default_rng(0).standard_normal((batch, frames, n_mels)).astype(
+            np.float32), np.full(batch, frames, np.int64))))
+        times = interleaved({name: (lambda s=s: s.run(None, feed)) for name, s in sessions.items()}, repeats,
+                            sample_s=sample_s)
+        rows = {}
+        for name, ts in times.items():
+            rows[name] = {"time_per_call_s": summary(ts)}
+            pool = "avgpool-" + name.split("-")[1] if name.startswith("diffres-") else ""
+            if pool in times:
+                rows[name]["time_vs_avgpool"] = paired_ratio(ts, times[pool])
         out[str(batch)] = rows
     return out
 

@@ -60,8 +60,7 @@ def normalize_scores(score: torch.Tensor, t: Rows, valid: torch.Tensor | None = 
     frames sit strictly inside), so the sum is exactly t for every input. Frames outside `valid`
     (a row's padding) score 0, so each row is normalised as if it were alone.
     """
-    # Boolean masks in `where`, not products with float masks: the same values in fewer graph nodes
-    # (a batch-1 call pays per node).
+    # Boolean masks in `where`, not products with float masks: the same values in fewer graph nodes.
     s = score.double()
     real = s == s  # NaN scores (inf/NaN audio) would become index -2^63 downstream and crash the graph
     s = torch.where(real if valid is None else real & valid, s, 0.0).clamp(0.0, 1.0)
@@ -91,7 +90,8 @@ class Warp:
     score: torch.Tensor  # [B, T] float64
     end: torch.Tensor  # [B, T] float64, c_i
     first: torch.Tensor  # [B, T] int64: the output frame where each frame starts
-    first_overlap: torch.Tensor  # [B, T] its overlap with that output frame; the rest spills into the next
+    first_overlap: torch.Tensor  # [B, T] its overlap with that output frame
+    spill: torch.Tensor  # [B, T] the rest, which spills into the next output frame
     frame_at: torch.Tensor  # [B, t + 1] int64: index of the frame containing position k (T past the end)
     t: int  # output frames of the longest row (the tensor size)
 
@@ -106,13 +106,15 @@ def warp_weights(score: torch.Tensor, t: Rows, t_max: int | None = None) -> Warp
     end = torch.cumsum(s, dim=1)  # float64: positions stay exact over 10^5 frames
     last = _column(t, s)
     first = torch.minimum(torch.floor(end - s), last - 1.0).clamp_min(0.0)
-    first_overlap = s - (end - (first + 1.0)).clamp_min(0.0)
-    # frame_at[k] = number of frames ending before k, by counting frame ends per cell: the only
-    # scatter here is on [B, T] scalars, so sums below need no scatter over features.
+    spill = (end - (first + 1.0)).clamp_min(0.0)
+    # frame_at[k] = number of frames ending at or before k (frame i holds [c_{i-1}, c_i), so a frame
+    # ending exactly at k does not hold k: the one after it, which may spill into k, does), by
+    # counting frame ends per cell: the only scatter here is on [B, T] scalars, so sums below need
+    # no scatter over features.
     ends_in = torch.zeros_like(s[:, :1]).expand(-1, t_max + 1).contiguous()
-    ends_in = ends_in.scatter_add(1, torch.minimum(torch.floor(end), last).long(), torch.ones_like(s))
-    frame_at = (torch.cumsum(ends_in, 1) - ends_in).long()
-    return Warp(s, end, first.long(), first_overlap, frame_at, t_max)
+    ends_in = ends_in.scatter_add(1, torch.minimum(torch.ceil(end), last).long(), torch.ones_like(s))
+    frame_at = torch.cumsum(ends_in, 1).long()
+    return Warp(s, end, first.long(), s - spill, spill, frame_at, t_max)
 
 
 def _gather_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -170,21 +172,36 @@ def warp_max(values: torch.Tensor, warp: Warp, rows: torch.Tensor | None = None)
     there: a frame grazing a cell counts little, and the result stays continuous in the scores.
     Needs values >= 0 (linear-domain mel).
 
-    Frames starting in cell k are a contiguous run: their max is one element-wise scatter (a serial
-    loop in onnxruntime, so no race). At most one frame spills into k from k - 1, the frame
-    containing position k: that part is a gather (rows: frame_rows(values, warp), when at hand).
+    At most one frame spills into k from k - 1, the frame containing position k: that part is a
+    gather (rows: frame_rows(values, warp), when at hand). A frame that starts exactly at k spills
+    nothing into it, and its whole value is among the frames starting in k (_max_per_cell).
     """
-    b, n, f = values.shape
+    n = values.shape[1]
     score = warp.score.clamp_min(EPS)
-    first_share = (warp.first_overlap / score).to(values.dtype)
-    out = values.new_zeros(b, warp.t, f)
-    out = out.scatter_reduce(1, warp.first[..., None].expand(-1, -1, f), values * first_share[..., None], "amax")
-    j = warp.frame_at[:, :-1]  # frame containing position k, T when past the end
-    inside = j.clamp(max=n - 1)
-    k = torch.arange(warp.t, device=values.device, dtype=torch.float64)[None]
-    spill_share = ((warp.end.gather(1, inside) - k) / score.gather(1, inside)).clamp(0.0, 1.0).to(values.dtype)
-    spill = (frame_rows(values, warp) if rows is None else rows)[:, :-1]
-    return torch.maximum(out, spill * spill_share[..., None])
+    own = values * (warp.first_overlap / score).to(values.dtype)[..., None]  # in the cell it starts in
+    spill_share = (warp.spill / score).to(values.dtype).gather(1, warp.frame_at[:, :-1].clamp(max=n - 1))
+    spilled = (frame_rows(values, warp) if rows is None else rows)[:, :-1] * spill_share[..., None]  # 0 past the end
+    return _max_per_cell(own, warp.first, spilled)
+
+
+def _max_per_cell(own: torch.Tensor, first: torch.Tensor, onto: torch.Tensor) -> torch.Tensor:
+    """max(onto[b, k], own[b, i] for each frame i with first[b, i] = k) for own [B, T, F] >= 0, onto
+    [B, t, F]: frames starting in a cell are a contiguous run.
+
+    An element-wise scatter does it (a serial loop in onnxruntime, so no race), but it is the
+    slowest op here, so it takes frames in pairs (2p, 2p + 1): the odd one, maxed with the even one
+    when both start in the same cell. An even frame left out starts in an earlier cell than its
+    partner, so it is the last of its run: each cell's last frame is gathered (which also covers a
+    trailing unpaired frame). Half the scattered elements, the same values.
+    """
+    pairs = own.shape[1] // 2
+    even, odd = own[:, 0:2 * pairs:2], own[:, 1:2 * pairs:2]
+    first_even, first_odd = first[:, 0:2 * pairs:2], first[:, 1:2 * pairs:2]
+    pair = torch.maximum(odd, even * (first_even == first_odd)[..., None].to(own.dtype))
+    out = onto.scatter_reduce(1, first_odd[..., None].expand(-1, -1, own.shape[2]), pair, "amax")
+    count = torch.zeros_like(onto[..., 0]).scatter_add(1, first, torch.ones_like(first, dtype=onto.dtype))
+    last = (torch.cumsum(count, 1) - 1.0).clamp_min(0.0).long()  # a cell's last frame (where it has one)
+    return torch.maximum(out, _gather_rows(own, last) * (count > 0)[..., None].to(own.dtype))
 
 
 def guide_loss(score: torch.Tensor, empty: torch.Tensor, delta: float) -> torch.Tensor:
@@ -243,8 +260,11 @@ class ImportanceEstimator(nn.Module):
 
     def forward(self, x_log: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """[B, T, F] log-mel, [B, T] valid frames -> [B, T] scores in (0, 1)."""
+        # The first layer is per frame (1 x 1): masking its output (`channels` wide, 16 shipped)
+        # rather than its input (every mel bin) is a smaller where, and padding (even inf/NaN)
+        # still stays out of the real frames.
+        h = torch.where(valid[:, None], self.inp(x_log.transpose(1, 2)), 0.0)
         keep = valid[:, None].to(x_log.dtype)
-        h = self.inp(torch.where(valid[..., None], x_log, 0.0).transpose(1, 2)) * keep
         for block in self.blocks:
             h = block(h) * keep
         return torch.sigmoid(self.out(h))[:, 0]
@@ -273,10 +293,10 @@ class DiffRes(nn.Module):
         # Merge in the linear domain (exp, merge, log) as the paper does; padding merges as zeros.
         keep = valid[..., None]
         x_lin = torch.where(keep, x_log.exp(), 0.0)  # where, not a product: exp may overflow in padding
-        pos = torch.where(keep, sinusoidal_position_code(x_log.shape[1], x_log.shape[2], x_log)[None], 0.0)
+        # The code is finite: a product masks it (a broadcast where is several times slower).
+        pos = sinusoidal_position_code(x_log.shape[1], x_log.shape[2], x_log)[None] * keep.to(x_log.dtype)
         # One warp for the average and position channels, and one gather for it and the max: columns
-        # are independent, so the same values as separate calls in far fewer graph nodes (batch 1
-        # pays per node).
+        # are independent, so the same values as separate calls with one running sum and one gather.
         n_mels = x_log.shape[2]
         merged = torch.cat([x_lin, pos], -1)
         rows = frame_rows(merged, warp)

@@ -51,18 +51,19 @@ POSITION_BLOCK = 64  # frames per block of the position code's angle-addition ta
 def sinusoidal_position_code(n_frames: torch.Tensor | int, dim: int, like: torch.Tensor) -> torch.Tensor:
     """Transformer position code [n_frames, dim] (sin, cos interleaved) generated for any length.
 
-    In float64: angles reach tens of thousands of radians on long inputs, where float32 sin
-    implementations (torch vs onnxruntime) disagree in the 4th decimal. Column c is
-    sin(i * w_c + phase_c) (phase pi/2 for the cos columns); with i = 64 q + r, angle addition runs
-    sin and cos on the T / 64 block starts against a constant 64-row table, not on every frame:
-    onnxruntime's float64 Sin / Cos are scalar loops that cost as much as the whole warp.
+    Angles reach tens of thousands of radians on long inputs, where float32 sin implementations
+    (torch vs onnxruntime) disagree in the 4th decimal. Column c is sin(i * w_c + phase_c) (phase
+    pi/2 for the cos columns); with i = 64 q + r, angle addition runs sin and cos in float64 on the
+    T / 64 block starts only, against a constant 64-row table, not on every frame (onnxruntime's
+    float64 Sin / Cos are scalar loops). The products with the table are float32: both factors are
+    exact to float32 rounding, so each code value is within ~2e-7 of the true one.
     """
     freq = np.exp(np.arange(dim) // 2 * 2 * (-math.log(10000.0) / dim))
     phase = np.arange(dim) % 2 * (math.pi / 2)
     within = np.arange(POSITION_BLOCK)[:, None] * freq  # [64, dim]
-    sin_r, cos_r = (torch.tensor(f(within), device=like.device) for f in (np.sin, np.cos))
+    sin_r, cos_r = (torch.tensor(f(within), device=like.device, dtype=like.dtype) for f in (np.sin, np.cos))
     blocks = (n_frames + POSITION_BLOCK - 1) // POSITION_BLOCK
     start = torch.arange(blocks, device=like.device, dtype=torch.float64)[:, None, None] * POSITION_BLOCK
     angle = start * torch.tensor(freq, device=like.device) + torch.tensor(phase, device=like.device)  # [Q, 1, dim]
-    code = torch.sin(angle) * cos_r + torch.cos(angle) * sin_r  # [Q, 64, dim]
-    return code.flatten(0, 1)[:n_frames].to(like.dtype)
+    code = torch.sin(angle).to(like.dtype) * cos_r + torch.cos(angle).to(like.dtype) * sin_r  # [Q, 64, dim]
+    return code.flatten(0, 1)[:n_frames]

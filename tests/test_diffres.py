@@ -74,18 +74,31 @@ def test_warp_weights_conserve_scores_and_fill_output_frames(kind: str) -> None:
     torch.testing.assert_close(dense.sum(1), torch.ones(s.shape[0], t, dtype=torch.float64))
 
 
-def test_warp_average_and_max_match_dense_reference() -> None:
-    t = 90
-    s = normalize_scores(raw_scores("random"), t)
+@pytest.mark.parametrize("kind", ["random", "uniform", "peaky", "tiny"])
+@pytest.mark.parametrize("n", [300, 301, 2, 1])  # warp_max pairs frames: even and odd lengths
+def test_warp_average_and_max_match_dense_reference(kind: str, n: int) -> None:
+    t = max(1, (90 * n) // 301)
+    kept = torch.tensor([max(1, n // 2), n, n, n])  # row 0 padded: its last frames score 0
+    t_rows = torch.minimum(kept, torch.tensor(t))
+    s = normalize_scores(raw_scores(kind, n=n), t_rows, valid_frames(kept, n))
     x = torch.rand(s.shape[0], s.shape[1], 7) * 100
     dense = dense_overlaps(s, t).float()
-    warp = warp_weights(s, t)
+    warp = warp_weights(s, t_rows, t)
     torch.testing.assert_close(warp_sum(x, warp), torch.einsum("btk,btf->bkf", dense, x), rtol=1e-5, atol=1e-4)
     avg = warp_average(x, warp)
     # convex combination: inside the range of the merged frames
     assert (avg <= x.amax(1, keepdim=True) + 1e-3).all() and (avg >= x.amin(1, keepdim=True) - 1e-3).all()
     share = dense / s.float().clamp_min(1e-8)[..., None]
     torch.testing.assert_close(warp_max(x, warp), (x[:, :, None] * share[..., None]).amax(1))
+
+
+def test_warp_max_keeps_a_frame_whose_start_rounds_below_its_cell() -> None:
+    """Frame 0 ends exactly on 1; frame 1's start, computed as end - score, rounds just below 1. Frame
+    1 still lies wholly in output frame 1, and its value must reach it."""
+    s = torch.tensor([[1.0, 0.585034013605442, 0.414965986394558]], dtype=torch.float64)
+    assert (s.cumsum(1) - s)[0, 1] < 1.0 and s.sum() == 2.0
+    x = torch.tensor([[[1.0], [5.0], [2.0]]])
+    assert warp_max(x, warp_weights(s, 2))[0, :, 0].tolist() == pytest.approx([1.0, 5.0])
 
 
 def full_rows(x: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ def exported(request, tmp_path_factory) -> tuple[AudioClassifier, str]:
     return model, path
 
 
-@pytest.mark.parametrize("seconds", [0.2, 1.37, 7.71, 95.3])  # none is the export length
+@pytest.mark.parametrize("seconds", [0.005, 0.012, 0.2, 1.37, 7.71, 95.3])  # none is the export length; 1 and 2 frames
 @pytest.mark.parametrize("batch", [1, 4])
 def test_parity_at_lengths_not_used_at_export(exported, seconds: float, batch: int) -> None:
     """Every row full length (what an old client sends): ONNX equals PyTorch."""
