@@ -293,7 +293,7 @@ class DiffRes(nn.Module):
         # Merge in the linear domain (exp, merge, log) as the paper does; padding merges as zeros.
         keep = valid[..., None]
         x_lin = torch.where(keep, x_log.exp(), 0.0)  # where, not a product: exp may overflow in padding
-        # The code is finite: a product masks it (a broadcast where is several times slower).
+        # The code is finite: a product masks it (a broadcast where takes about twice as long).
         pos = sinusoidal_position_code(x_log.shape[1], x_log.shape[2], x_log)[None] * keep.to(x_log.dtype)
         # One warp for the average and position channels, and one gather for it and the max: columns
         # are independent, so the same values as separate calls with one running sum and one gather.
