@@ -20,7 +20,7 @@ from compare.variants import model_config as variant_config
 from export.onnx_export import EXAMPLE_SECONDS, OPSET, export_onnx, model_info
 from model.classifier import AudioClassifier
 from model.config import FrontendConfig, ModelConfig
-from runtime.contract import WAVEFORM
+from runtime.contract import WAVEFORM, frames_in
 
 # The shipped keywords model: 16 kHz, 64 mels, 10 ms hop, 25 ms window, backbone width 32, 6 labels.
 KEYWORDS_FRONTEND = FrontendConfig(sample_rate=16000, win_ms=25.0, hop_ms=10.0, n_mels=64)
@@ -74,16 +74,23 @@ class Frontend(nn.Module):
 def export_frontend(model: AudioClassifier, out_dir: Path) -> Exported:
     """Same exporter settings as export_onnx (opset, dynamo, symbolic batch and length, optimize)."""
     frontend = Frontend(model).eval()
-    example = torch.randn(2, int(EXAMPLE_SECONDS * model.cfg.frontend.sample_rate))
+    example = (torch.randn(2, int(EXAMPLE_SECONDS * model.cfg.frontend.sample_rate)),)
+    path = _export(frontend, example, [WAVEFORM], "log_mel", out_dir / "frontend.onnx")
+    return Exported("frontend", path, asdict(model.cfg.frontend), frontend)
+
+
+def _export(module: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str], output_name: str,
+            path: Path) -> Path:
+    """export_onnx's exporter settings: every input's first axis and a 2-D+ input's second symbolic."""
+    dynamic = tuple({0: Dim.DYNAMIC, 1: Dim.DYNAMIC} if x.dim() > 1 else {0: Dim.DYNAMIC} for x in example)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            frontend, (example,), None, input_names=[WAVEFORM], output_names=["log_mel"], opset_version=OPSET,
-            dynamo=True, dynamic_shapes=({0: Dim.DYNAMIC, 1: Dim.DYNAMIC},), optimize=True, verbose=False,
+            module, example, None, input_names=input_names, output_names=[output_name], opset_version=OPSET,
+            dynamo=True, dynamic_shapes=dynamic, optimize=True, verbose=False,
         )
-    path = out_dir / "frontend.onnx"
     program.save(str(path))
-    return Exported("frontend", path, asdict(model.cfg.frontend), frontend)
+    return path
 
 
 class Resolution(nn.Module):
@@ -103,15 +110,8 @@ RESOLUTION_INPUTS = ("log_mel", "n_frames")
 def export_resolution(m: Exported, out_dir: Path) -> Exported:
     """A classifier's resolution module alone (same name as the classifier), same exporter settings."""
     module = Resolution(m.model).eval()
-    frames = int(EXAMPLE_SECONDS * 100)
-    example = (torch.randn(2, frames, m.model.cfg.frontend.n_mels), torch.tensor([frames, frames - 30]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module, example, None, input_names=list(RESOLUTION_INPUTS), output_names=["features"],
-            opset_version=OPSET, dynamo=True, dynamic_shapes=({0: Dim.DYNAMIC, 1: Dim.DYNAMIC}, {0: Dim.DYNAMIC}),
-            optimize=True, verbose=False,
-        )
-    path = out_dir / f"resolution-{m.name}.onnx"
-    program.save(str(path))
+    front = m.model.cfg.frontend
+    frames = frames_in(int(EXAMPLE_SECONDS * front.sample_rate), front.hop_length)
+    example = (torch.randn(2, frames, front.n_mels), torch.tensor([frames, frames - 30]))
+    path = _export(module, example, list(RESOLUTION_INPUTS), "features", out_dir / f"resolution-{m.name}.onnx")
     return Exported(m.name, path, m.config, module)

@@ -45,9 +45,7 @@ def throughput(models: list[Exported], batches: list[int], seconds: float, sr: i
                    "clips_per_s": summary([batch / t for t in ts])}
             if name not in ("full", "frontend"):
                 row["speedup_vs_full"] = paired_ratio(times["full"], ts)
-            pool = "avgpool-" + name.split("-")[1] if name.startswith("diffres-") else ""
-            if pool in times:  # DiffRes's price over pooling to the same frames
-                row["time_vs_avgpool"] = paired_ratio(ts, times[pool])
+            row |= time_vs_avgpool(name, times)
             if name != "frontend":
                 row["frontend_share"] = paired_ratio(times["frontend"], ts)
             rows[name] = row
@@ -68,14 +66,15 @@ def resolution_alone(models: list[Exported], batches: list[int], frames: int, n_
             np.float32), np.full(batch, frames, np.int64))))
         times = interleaved({name: (lambda s=s: s.run(None, feed)) for name, s in sessions.items()}, repeats,
                             sample_s=sample_s)
-        rows = {}
-        for name, ts in times.items():
-            rows[name] = {"time_per_call_s": summary(ts)}
-            pool = "avgpool-" + name.split("-")[1] if name.startswith("diffres-") else ""
-            if pool in times:
-                rows[name]["time_vs_avgpool"] = paired_ratio(ts, times[pool])
-        out[str(batch)] = rows
+        out[str(batch)] = {name: {"time_per_call_s": summary(ts)} | time_vs_avgpool(name, times)
+                           for name, ts in times.items()}
     return out
+
+
+def time_vs_avgpool(name: str, times: dict[str, list[float]]) -> dict:
+    """DiffRes's price over pooling to the same frames (a paired ratio), when both were timed."""
+    pool = "avgpool-" + name.split("-")[1] if name.startswith("diffres-") else ""
+    return {"time_vs_avgpool": paired_ratio(times[name], times[pool])} if pool in times else {}
 
 
 def runner(m: Exported, threads: int, profile_prefix: str | None = None) -> Callable[[np.ndarray], object]:

@@ -111,10 +111,15 @@ def warp_weights(score: torch.Tensor, t: Rows, t_max: int | None = None) -> Warp
     # ending exactly at k does not hold k: the one after it, which may spill into k, does), by
     # counting frame ends per cell: the only scatter here is on [B, T] scalars, so sums below need
     # no scatter over features.
-    ends_in = torch.zeros_like(s[:, :1]).expand(-1, t_max + 1).contiguous()
-    ends_in = ends_in.scatter_add(1, torch.minimum(torch.ceil(end), last).long(), torch.ones_like(s))
+    ends_in = _frames_per_cell(torch.minimum(torch.ceil(end), last).long(), t_max + 1, s.dtype)
     frame_at = torch.cumsum(ends_in, 1).long()
     return Warp(s, end, first.long(), s - spill, spill, frame_at, t_max)
+
+
+def _frames_per_cell(cell: torch.Tensor, cells: int, dtype: torch.dtype) -> torch.Tensor:
+    """[B, cells]: how many frames have each cell index k (cell [B, T] int64, in [0, cells))."""
+    zeros = torch.zeros_like(cell[:, :1], dtype=dtype).expand(-1, cells).contiguous()
+    return zeros.scatter_add(1, cell, torch.ones_like(cell, dtype=dtype))
 
 
 def _gather_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -199,7 +204,7 @@ def _max_per_cell(own: torch.Tensor, first: torch.Tensor, onto: torch.Tensor) ->
     first_even, first_odd = first[:, 0:2 * pairs:2], first[:, 1:2 * pairs:2]
     pair = torch.maximum(odd, even * (first_even == first_odd)[..., None].to(own.dtype))
     out = onto.scatter_reduce(1, first_odd[..., None].expand(-1, -1, own.shape[2]), pair, "amax")
-    count = torch.zeros_like(onto[..., 0]).scatter_add(1, first, torch.ones_like(first, dtype=onto.dtype))
+    count = _frames_per_cell(first, onto.shape[1], onto.dtype)
     last = (torch.cumsum(count, 1) - 1.0).clamp_min(0.0).long()  # a cell's last frame (where it has one)
     return torch.maximum(out, _gather_rows(own, last) * (count > 0)[..., None].to(own.dtype))
 
