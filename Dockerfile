@@ -41,13 +41,12 @@ RUN --mount=type=secret,id=pipca \
 
 # The package itself: base dependencies only (no extras, so no torch).
 COPY README.md* ./
-COPY app ./app
-COPY runtime ./runtime
+COPY src ./src
 RUN --mount=type=secret,id=pipca \
     if [ -s /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
     [ -n "$PIP_INDEX_URL" ] || unset PIP_INDEX_URL; \
     [ -n "$PIP_EXTRA_INDEX_URL" ] || unset PIP_EXTRA_INDEX_URL; \
-    [ -f README.md ] || echo "# diffres-service" > README.md; \
+    [ -f README.md ] || echo "# diffres" > README.md; \
     pip install -c constraints.txt --no-deps . \
  && pip uninstall -y pip setuptools \
  && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
@@ -64,7 +63,7 @@ RUN apt-get update \
 
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /srv
-COPY --chown=root:root models ./models
+COPY --chown=root:root src/diffres/models/*.onnx ./models/
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -80,4 +79,4 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('DIFFRES_PORT', '8000'), timeout=4)"]
 
-CMD ["python", "-m", "app"]
+CMD ["diffres", "serve"]

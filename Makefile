@@ -7,7 +7,7 @@ SERVE_STAMP := $(VENV)/.serve-installed
 FULL_STAMP := $(VENV)/.full-installed
 LOAD_STAMP := $(VENV)/.load-installed
 
-.PHONY: install install-serve serve test docker docker-smoke docker-ci loadtest bench serve-ray triton-repo eval-events reliability reliability-short
+.PHONY: install install-serve serve test docs wheel-check examples docker docker-smoke docker-ci loadtest bench serve-ray triton-repo eval-events reliability reliability-short
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(SERVE_STAMP): $(BIN)/python pyproject.toml
 # torch FIRST and pinned (a CPU wheel); an unpinned torch pulls several GB of CUDA packages.
 $(FULL_STAMP): $(SERVE_STAMP)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[train,test,load,ray,interop,browser,reliability]"
+	$(BIN)/pip install -q -e ".[train,test,load,ray,interop,browser,reliability,docs]"
 	touch $@
 
 RAY_STAMP := $(VENV)/.ray-installed
@@ -32,11 +32,11 @@ $(RAY_STAMP): $(SERVE_STAMP)
 
 # The service on Ray Serve in the foreground: DIFFRES_PORT, DIFFRES_RAY_REPLICAS (default 2); Ctrl-C stops Ray.
 serve-ray: $(RAY_STAMP)
-	$(BIN)/python -m app.ray_main
+	$(BIN)/python -m diffres.server.ray_main
 
-# Triton model repository for models/*.onnx in model_repository/ (reads the graphs; no torch).
+# Triton model repository for the shipped models in model_repository/ (reads the graphs; no torch).
 triton-repo: $(SERVE_STAMP)
-	$(BIN)/python -m export.triton
+	$(BIN)/python -m diffres.triton
 
 # The load test drives the service and onnxruntime only: no torch needed.
 $(LOAD_STAMP): $(SERVE_STAMP)
@@ -47,7 +47,7 @@ install-serve: $(SERVE_STAMP)
 install: $(FULL_STAMP)
 
 serve: $(SERVE_STAMP)
-	$(BIN)/python -m app
+	$(BIN)/diffres serve
 
 # pytest exits 5 when it collects nothing: that is a failure here, not a pass.
 test: $(FULL_STAMP)
@@ -64,21 +64,40 @@ docker-ci:
 	bash docker/ci.sh
 
 loadtest: $(LOAD_STAMP)
-	$(BIN)/python -m loadtest
+	$(BIN)/python -m tools.loadtest
 
 bench: $(FULL_STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m tools.bench
 
 # Event detection on long recordings (validation keywords in noise and unseen speech) and live-stream
 # latency: reports/EVENTS.md and reports/events.json. About 5 minutes on 2 cores.
 eval-events: $(FULL_STAMP)
-	$(BIN)/python -m bench.events
+	$(BIN)/python -m tools.bench.events
 
 # The service under abuse (reliability/): schemathesis, bad inputs, hostile clients, soak, overload,
 # SIGTERM / kill -9 / corrupt model; writes reports/RELIABILITY.md. Options: make reliability ARGS="--soak-minutes 3".
 reliability: $(FULL_STAMP)
-	$(BIN)/python -m reliability $(ARGS)
+	$(BIN)/python -m tools.reliability $(ARGS)
 
 # The few-minute version CI runs (.ci/run): one-minute soak, a few hundred schemathesis cases.
 reliability-short: $(FULL_STAMP)
-	$(BIN)/python -m reliability --short $(ARGS)
+	$(BIN)/python -m tools.reliability --short $(ARGS)
+
+DOCS_STAMP := $(VENV)/.docs-installed
+
+$(DOCS_STAMP): $(SERVE_STAMP)
+	$(BIN)/pip install -q -e ".[docs]"
+	touch $@
+
+# The documentation site (mkdocs-material; API reference from the docstrings) into site/; --strict: a
+# broken link or reference fails the build.
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict
+
+# The wheel in a fresh virtual environment: its only import is `diffres`, and it classifies a sample.
+wheel-check: $(SERVE_STAMP)
+	bash tools/wheel_check.sh
+
+# examples/ rebuilt from ../shared/data (the sample recordings and their README).
+examples: $(FULL_STAMP)
+	$(BIN)/python -m tools.bench.example_audio examples

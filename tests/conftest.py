@@ -1,4 +1,4 @@
-"""Fixtures and helpers of the service tests (app/): in-process app over httpx, synthetic audio."""
+"""Fixtures and helpers of the service tests (diffres.server): in-process app over httpx, synthetic audio."""
 
 from __future__ import annotations
 
@@ -15,9 +15,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from diffres.models import MODELS_DIR
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MODEL_DIR = REPO_ROOT / "models"
+MODEL_DIR = MODELS_DIR
 DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+EXAMPLES = REPO_ROOT / "examples"  # the committed sample recordings (examples/README.md)
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +63,17 @@ def wav(seconds: float = 1.0, sr: int = 16000, **kwargs: Any) -> bytes:
     return encode(tone(seconds, sr, **kwargs), sr, "WAV", subtype)
 
 
+def without_timing(answer: Any) -> Any:
+    """An answer (a result object or its JSON) with every `timing_ms` left out: the rest must match exactly."""
+    if hasattr(answer, "to_json"):
+        answer = answer.to_json()
+    if isinstance(answer, dict):
+        return {k: without_timing(v) for k, v in answer.items() if k != "timing_ms"}
+    if isinstance(answer, list):
+        return [without_timing(v) for v in answer]
+    return answer
+
+
 def metric_value(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of `name` whose labels include `labels` (0 when absent)."""
     total = 0.0
@@ -84,8 +98,8 @@ class Served:
 @asynccontextmanager
 async def serve(model_dir: Path = MODEL_DIR, ready: bool = True, **overrides: Any) -> AsyncIterator[Served]:
     """create_app with `overrides` as settings, lifespan run, optionally waiting for warm-up."""
-    from app.config import Settings
-    from app.main import create_app
+    from diffres.server.app import create_app
+    from diffres.server.config import Settings
 
     app = create_app(Settings(model_dir=model_dir, **overrides))
     async with app.router.lifespan_context(app):

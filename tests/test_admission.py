@@ -1,4 +1,4 @@
-"""Admission by work and fair batching (app/admission.py, app/batching.py), without a model."""
+"""Admission by work and fair batching (server/admission.py, server/batching.py), without a model."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import threading
 import numpy as np
 import pytest
 
-from app.admission import Admission, AdmissionLimits, ByteBudget, row_units
-from app.batch_policy import BatchPolicy, LengthGrid
-from app.batching import MicroBatcher
-from app.errors import Overloaded
-from runtime.runner import RowOutput
+from diffres.errors import Overloaded
+from diffres.runner import RowOutput
+from diffres.server.admission import Admission, AdmissionLimits, ByteBudget, row_units
+from diffres.server.batch_policy import BatchPolicy, LengthGrid
+from diffres.server.batching import MicroBatcher
 
 pytestmark = pytest.mark.anyio
 WINDOW = 8

@@ -15,8 +15,17 @@ import numpy as np
 import pytest
 import soxr
 
-from app.models import LoadedModel
-from tests.conftest import MODEL_DIR, Served, encode, metric_value, require_model, serve, tone, wav
+from diffres.server.registry import LoadedModel
+from tests.conftest import (
+    MODEL_DIR,
+    Served,
+    encode,
+    metric_value,
+    require_model,
+    serve,
+    tone,
+    wav,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -175,14 +184,14 @@ async def test_metrics_count_requests_frames_and_audio(served: Served) -> None:
 
 
 async def test_request_id_is_echoed_generated_and_logged(served: Served, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="app.access"):
+    with caplog.at_level(logging.INFO, logger="diffres.server.access"):
         r = await served.client.get("/healthz", headers={"X-Request-ID": "abc-123"})
         generated = (await served.client.get("/healthz")).headers["x-request-id"]
         unsafe = (await served.client.get("/healthz", headers={"X-Request-ID": "a b\"c"})).headers["x-request-id"]
     assert r.headers["x-request-id"] == "abc-123"
     assert len(generated) == 32 and unsafe != 'a b"c'
-    from app.logs import JsonFormatter
-    lines = [json.loads(JsonFormatter().format(rec)) for rec in caplog.records if rec.name == "app.access"]
+    from diffres.server.logs import JsonFormatter
+    lines = [json.loads(JsonFormatter().format(rec)) for rec in caplog.records if rec.name == "diffres.server.access"]
     assert {"request_id": "abc-123", "status": 200, "path": "/healthz"}.items() <= lines[0].items()
     assert lines[1]["request_id"] == generated
 

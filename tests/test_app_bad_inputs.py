@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.av_encode import TARGETS, Target, encode as encode_av
+from tests.av_encode import TARGETS, Target
+from tests.av_encode import encode as encode_av
 from tests.conftest import TEST_LIMITS, Served, encode, tone, wav
 
 pytestmark = pytest.mark.anyio

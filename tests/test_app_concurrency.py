@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from app.inference import softmax
+from diffres.pipeline import softmax
 from tests.conftest import encode, metric_value, require_model, serve, tone, wav
 
 pytestmark = pytest.mark.anyio

@@ -1,4 +1,4 @@
-"""End to end: `python -m app` as a real uvicorn process on 127.0.0.1 and a free port.
+"""End to end: `diffres serve` as a real uvicorn process on 127.0.0.1 and a free port.
 
 Every process is bounded by timeouts and always killed, whatever the test outcome.
 """
@@ -20,7 +20,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import MODEL_DIR, REPO_ROOT, metric_value, require_clips, require_model, wav
+from tests.conftest import (
+    MODEL_DIR,
+    REPO_ROOT,
+    metric_value,
+    require_clips,
+    require_model,
+    wav,
+)
 
 START_TIMEOUT_S = 90
 
@@ -48,7 +55,7 @@ def start_server(tmp_path: Path, **env: str) -> Server:
     environment = {**os.environ, "DIFFRES_HOST": "127.0.0.1", "DIFFRES_PORT": str(port),
                    "DIFFRES_MODEL_DIR": str(MODEL_DIR), **env}
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO_ROOT, env=environment,
+        process = subprocess.Popen([sys.executable, "-m", "diffres", "serve"], cwd=REPO_ROOT, env=environment,
                                    stdout=log, stderr=subprocess.STDOUT)
     server = Server(process, f"http://127.0.0.1:{port}", log_path)
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -107,7 +114,7 @@ def test_classify_over_http_with_request_id_and_json_access_log(server: Server) 
     assert metric_value(metrics, "diffres_http_requests_total", route="/v1/classify", status="200") >= 1
     deadline = time.monotonic() + 10  # the access line is written just after the response
     while time.monotonic() < deadline:
-        access = [e for e in server.logs() if e.get("logger") == "app.access" and e.get("request_id") == "e2e-42"]
+        access = [e for e in server.logs() if e.get("logger") == "diffres.server.access" and e.get("request_id") == "e2e-42"]
         if access:
             break
         time.sleep(0.05)

@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import Served, metric_value, require_clips, require_model, serve, wav
+from tests.conftest import (
+    Served,
+    metric_value,
+    require_clips,
+    require_model,
+    serve,
+    wav,
+)
 
 pytestmark = pytest.mark.anyio
 

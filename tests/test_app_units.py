@@ -14,15 +14,15 @@ import pytest
 import soundfile as sf
 from pydantic import ValidationError
 
-from app.batch_policy import BatchPolicy, LengthGrid
-from app.batching import MicroBatcher
-from app.config import Settings
-from runtime.cpu import available_cpus, cgroup_cpu_limit
-from app.errors import Overloaded
-from runtime.audio import AudioStream, ClipReader, Whole, WindowCutter, Windows, open_audio
-from runtime.errors import AudioTooLong, NonFiniteAudio, TruncatedAudio
-from runtime.session import CPU, CUDA, resolve_providers
-from runtime.runner import RowOutput
+from diffres.cpu import available_cpus, cgroup_cpu_limit
+from diffres.decode import AudioStream, open_audio
+from diffres.errors import AudioTooLong, NonFiniteAudio, Overloaded, TruncatedAudio
+from diffres.runner import RowOutput
+from diffres.server.batch_policy import BatchPolicy, LengthGrid
+from diffres.server.batching import MicroBatcher
+from diffres.server.config import Settings
+from diffres.session import CPU, CUDA, resolve_providers
+from diffres.windows import ClipReader, WindowCutter, WindowPlan
 from tests.conftest import encode, tone
 
 # ---------------------------------------------------------------- CPU quota
@@ -130,10 +130,11 @@ def open_bytes(data: bytes, max_s: float = 3600) -> tuple[sf.SoundFile, object]:
 
 def test_clip_reader_short_clip_is_whole_and_resampled() -> None:
     snd, info = open_bytes(encode(tone(1.0, 44100, channels=2), 44100))
-    reader = ClipReader(AudioStream(snd, info, 16000, 3600), window=1600, hop=800, long_threshold=16000 * 3)
-    chunk = reader.next(4)
-    assert isinstance(chunk, Whole) and abs(len(chunk.samples) - 16000) <= 2
-    assert reader.next(4) is None
+    plan = WindowPlan(window=1600, hop=800, long_threshold=16000 * 3, frame_hop=160, min_duration_s=0.025)
+    reader = ClipReader(AudioStream(snd, info, 16000, 3600), plan)
+    [(start, samples)] = reader.next(4)
+    assert start == 0 and abs(len(samples) - 16000) <= 2 and not reader.windowed
+    assert reader.next(4) == []
 
 
 def test_clip_reader_long_clip_streams_windows_in_bounded_memory(tmp_path: Path) -> None:
@@ -144,13 +145,14 @@ def test_clip_reader_long_clip_streams_windows_in_bounded_memory(tmp_path: Path)
             f.write(tone(10.0, 16000))
     with open(path, "rb") as fh:
         snd, info = open_audio(fh, 3600)
-        reader = ClipReader(AudioStream(snd, info, 8000, 3600), window=24800, hop=12400, long_threshold=74400)
+        plan = WindowPlan(window=24800, hop=12400, long_threshold=74400, frame_hop=80, min_duration_s=0.025)
+        reader = ClipReader(AudioStream(snd, info, 8000, 3600), plan)
         tracemalloc.start()
         windows = 0
         try:
-            while (chunk := reader.next(16)) is not None:
-                assert isinstance(chunk, Windows) and len(chunk.windows) <= 16
-                windows += len(chunk.windows)
+            while cuts := reader.next(16):
+                assert reader.windowed and len(cuts) <= 16
+                windows += len(cuts)
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
@@ -234,7 +236,7 @@ def test_length_grid_is_anchored_geometric_and_bounded() -> None:
 
 
 def test_policy_bounds_padding_and_keeps_the_oldest() -> None:
-    from app.batch_policy import choose
+    from diffres.server.batch_policy import choose
 
     p = BatchPolicy(max_batch=4, max_samples=10**6, max_padding=0.1, grid=LengthGrid(1000, 8))
     plan = choose([1000, 3000, 990, 1000, 980, 1001], p)
@@ -305,7 +307,7 @@ async def test_one_poisoned_input_does_not_fail_its_batch_mates() -> None:
 async def test_cancelled_request_waits_for_its_decode_thread() -> None:
     """A disconnect cancels the request; it must not close the decoder while a thread still reads it
     (libsndfile segfaults on sf_close under sf_readf). Cancelled twice, it still waits."""
-    from app.threads import run_to_completion
+    from diffres.server.threads import run_to_completion
 
     started, finished = threading.Event(), threading.Event()
 
@@ -328,7 +330,7 @@ async def test_cancelled_request_waits_for_its_decode_thread() -> None:
 
 
 def test_call_layout_one_single_threaded_call_per_cpu_by_default() -> None:
-    from app.models import call_layout
+    from diffres.server.registry import call_layout
 
     layout = call_layout(Settings(), on_gpu=False, cpus=4)
     assert (layout.threads, layout.calls) == (1, 4)

@@ -7,10 +7,10 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from bench import longrun, report, sections
-from bench.models import Exported
-from runtime.clock import interleaved, paired_ratio, summary
+from diffres.clock import interleaved, paired_ratio, summary
 from tests.tiny_model import build as contract_model
+from tools.bench import longrun, report, sections
+from tools.bench.models import Exported
 
 
 def tiny_frontend(path: Path, repeats: int = 1) -> Path:
@@ -64,7 +64,7 @@ def test_report_goals_markdown_and_loadtest(tmp_path: Path) -> None:
         "when": "2026-01-01", "service": {"total": {"audio_s_per_s": 850.0}}, "ratio": 0.87, "ratio_vs_batch_1": 1.1,
         "in_process": {"ceiling_audio_s_per_s": 977.0, "batch_1_audio_s_per_s": 757.0}, "padding_share": 0.04,
         "server_metrics": {"mean_batch_size": 9.5, "server_rss_mb": [180.0, 240.0]}, "goal": 0.85, "goal_met": True}))
-    r = {"command": "python -m bench --quick", "environment": {
+    r = {"command": "python -m tools.bench --quick", "environment": {
             "date": "now", "cpu_model": "cpu", "cpus_usable": 2, "mem_total_gib": 1.0, "onnxruntime": "x",
             "torch": "x", "python": "3", "git": "g", "load_average_at_start": [0.0]},
          "settings": {"json": "reports/bench.json", "quick": True, "model_config": "tiny", "threads": 2,
@@ -89,8 +89,8 @@ def test_report_goals_markdown_and_loadtest(tmp_path: Path) -> None:
 def test_bench_centres_on_the_shipped_estimator() -> None:
     """Eager, long-input and profile sections run the shipped DiffRes (ModelConfig's estimator size),
     and a quick run times it next to full resolution."""
-    from bench.__main__ import PROFILED, SHIPPED, parse_args
-    from model.config import ModelConfig
+    from diffres.train.config import ModelConfig
+    from tools.bench.__main__ import PROFILED, SHIPPED, parse_args
 
     cfg = ModelConfig()
     assert SHIPPED == f"diffres-0.5-est{cfg.estimator_channels}x{cfg.estimator_blocks}" and SHIPPED in PROFILED

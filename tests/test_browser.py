@@ -1,4 +1,4 @@
-"""The demo page in a real browser: Debian's chromium driven by Playwright, against `python -m app` (uvicorn).
+"""The demo page in a real browser: Debian's chromium driven by Playwright, against `diffres serve` (uvicorn).
 
 Playwright cannot download its own browsers here, so it is pointed at the system chromium
 (`DIFFRES_CHROMIUM` or `chromium` on PATH); without either, or without the playwright package, these
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from runtime.audio import load_audio
+from diffres.decode import load_audio
 from tests.conftest import DATA_DIR, encode, require_model
 from tests.test_app_e2e import Server, start_server, stop
 

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from loadtest.server import Server
-from runtime import contract as c
-from runtime.runner import OnnxModel, pad_rows
+from diffres import contract as c
+from diffres.runner import OnnxModel, pad_rows
 from tests.conftest import MODEL_DIR, require_model, tone
+from tools.loadtest.server import Server
 
 kserve = pytest.importorskip(
     "kserve", reason="KServe's SDK is not installed (heavy: pandas, kubernetes, grpcio-tools; pins psutil<6); "

@@ -1,6 +1,6 @@
 """A client written by others against our /v2: Triton's `tritonclient[http]` on a real uvicorn server.
 
-The server is `python -m app` on 127.0.0.1 and a free port (loadtest.server, always stopped). The
+The server is `diffres serve` on 127.0.0.1 and a free port (tools.loadtest.server, always stopped). The
 client reads readiness and metadata, and infers with JSON tensors and with binary tensors; its
 logits, frame counts and log-mel must equal onnxruntime run in this process on the same padded
 batch with the same lengths. KServe's Python SDK (`kserve`, whose InferenceRESTClient speaks the
@@ -16,10 +16,10 @@ import pytest
 import soundfile as sf
 import soxr
 
-from loadtest.server import Server
-from runtime import contract as c
-from runtime.runner import OnnxModel, pad_rows
+from diffres import contract as c
+from diffres.runner import OnnxModel, pad_rows
 from tests.conftest import DATA_DIR, MODEL_DIR, require_model, tone
+from tools.loadtest.server import Server
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is not installed ('.[interop]')")
 from tritonclient.utils import InferenceServerException  # noqa: E402

@@ -3,8 +3,9 @@
 import json
 from pathlib import Path
 
-from compare.__main__ import main as compare_main, paired
 from tests.test_model import write_tone_folder
+from tools.compare.__main__ import main as compare_main
+from tools.compare.__main__ import paired
 
 
 def test_compare_runs_summarises_and_resumes(tmp_path: Path) -> None:

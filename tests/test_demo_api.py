@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.merge import boundaries, merged_logmel
+from diffres.merge import boundaries, merged_logmel
 from tests.conftest import Served, require_clips, wav
 
 pytestmark = pytest.mark.anyio
 
 
 def test_merged_frames_match_the_models_warp() -> None:
-    """runtime/merge.py (numpy, for the service) is the model's averaged channel (model/diffres.py, torch)."""
+    """diffres/merge.py (numpy, for the service) is the model's averaged channel (train/diffres.py, torch)."""
     torch = pytest.importorskip("torch", reason="the model's warp needs torch")
-    from model.diffres import EPS, normalize_scores, warp_average, warp_weights
-    from runtime.contract import delta_fraction, frames_out
+    from diffres.contract import delta_fraction, frames_out
+    from diffres.train.diffres import EPS, normalize_scores, warp_average, warp_weights
 
     rng = np.random.default_rng(0)
     for n_in, delta in [(7, 0.5), (164, 0.5), (311, 0.75), (40, 0.25)]:

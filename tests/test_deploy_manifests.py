@@ -148,7 +148,7 @@ def test_service_hpa_and_pdb_select_the_deployment() -> None:
 
 
 def test_kserve_predictor_serves_oip_v2_on_kserve_port() -> None:
-    from app.main import create_app
+    from diffres.server.app import create_app
 
     predictor = one(DEPLOY / "kserve" / "inferenceservice.yaml")["spec"]["predictor"]
     c = container(predictor, "kserve-container")  # the name KServe expects for a custom predictor
@@ -160,7 +160,7 @@ def test_kserve_predictor_serves_oip_v2_on_kserve_port() -> None:
 
 
 def test_every_diffres_variable_in_the_manifests_is_a_setting() -> None:
-    from app.config import Settings
+    from diffres.server.config import Settings
 
     fields = {f"DIFFRES_{name.upper()}" for name in Settings.model_fields}
     used = {name for c in all_containers() for name in env(c) if name.startswith("DIFFRES_")}
@@ -185,7 +185,7 @@ def test_serve_configs_pass_rays_own_schema() -> None:
     local = schema.model_validate(yaml.safe_load((DEPLOY / "ray" / "serve.yaml").read_text()))
     rayservice = one(DEPLOY / "kuberay" / "rayservice.yaml")
     cluster = schema.model_validate(yaml.safe_load(rayservice["spec"]["serveConfigV2"]))
-    assert local.applications[0].import_path == cluster.applications[0].import_path == "app.ray_serve:build"
+    assert local.applications[0].import_path == cluster.applications[0].import_path == "diffres.server.ray_serve:build"
 
 
 def test_rayservice_embeds_serve_yaml_with_autoscaling_only_changed() -> None:

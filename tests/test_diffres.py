@@ -6,10 +6,19 @@ from fractions import Fraction
 import pytest
 import torch
 
-from model.config import delta_fraction, frames_out
-from model.diffres import (EPS, DiffRes, guide_loss, normalize_scores, valid_frames, warp_average, warp_max,
-                           warp_sum, warp_weights)
-from model.dsp import sinusoidal_position_code
+from diffres.train.config import delta_fraction, frames_out
+from diffres.train.diffres import (
+    EPS,
+    DiffRes,
+    guide_loss,
+    normalize_scores,
+    valid_frames,
+    warp_average,
+    warp_max,
+    warp_sum,
+    warp_weights,
+)
+from diffres.train.dsp import sinusoidal_position_code
 
 
 def dense_overlaps(score: torch.Tensor, t: int) -> torch.Tensor:

@@ -12,10 +12,10 @@ import py_compile
 import re
 import shutil
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = [ROOT / "Dockerfile", ROOT / "docker" / "Dockerfile.gpu"]
@@ -81,7 +81,7 @@ def test_base_dependencies_have_no_torch() -> None:
 def test_dockerignore_is_a_whitelist_without_venv_runs_or_data() -> None:
     lines = [x.strip() for x in (ROOT / ".dockerignore").read_text().splitlines()]
     assert lines[[i for i, x in enumerate(lines) if x and not x.startswith("#")][0]] == "*"
-    assert {"!pyproject.toml", "!app/", "!models/"} <= set(lines)
+    assert {"!pyproject.toml", "!src/"} <= set(lines)
     assert not {"!.venv", "!runs", "!reports"} & set(lines)
 
 
@@ -116,11 +116,11 @@ def test_hadolint(path: Path) -> None:
 # ---- load test pieces (pure functions; the locustfile is only compiled: importing locust patches sockets)
 
 def test_locustfile_compiles() -> None:
-    py_compile.compile(str(ROOT / "loadtest" / "locustfile.py"), doraise=True)
+    py_compile.compile(str(ROOT / "tools" / "loadtest" / "locustfile.py"), doraise=True)
 
 
 def test_summary_rates_and_percentiles_cover_the_steady_state_only() -> None:
-    from loadtest.stats import summarize
+    from tools.loadtest.stats import summarize
 
     records = [(0.0, 0.5, "short", True, 200, 2.0)]  # before the start: ramp-up, left out
     records += [(10.0 + i, 10.0 + i + 0.1 * (i + 1), "short", True, 200, 2.0) for i in range(10)]
@@ -138,7 +138,7 @@ def test_summary_rates_and_percentiles_cover_the_steady_state_only() -> None:
 
 
 def test_mix_exact_places_long_clips_evenly() -> None:
-    from loadtest.clips import Clip, Mix
+    from tools.loadtest.clips import Clip, Mix
 
     clips = [Clip("s", "s", 1.0, "short"), Clip("l", "l", 20.0, "long")]
     mix = Mix(clips, 0.1, seed=0, exact=True)
@@ -150,7 +150,7 @@ def test_mix_exact_places_long_clips_evenly() -> None:
 
 def test_generated_clip_set_without_data(tmp_path: Path) -> None:
     pytest.importorskip("soundfile")
-    from loadtest.clips import build, load
+    from tools.loadtest.clips import build, load
 
     clips = build(tmp_path, None, 8000, n_short=3, n_long=1, long_s=(10.0, 11.0), seed=0)
     source, again = load(tmp_path)
@@ -162,7 +162,7 @@ def test_generated_clip_set_without_data(tmp_path: Path) -> None:
 
 
 def test_loadtest_cli_bounds_users_and_time() -> None:
-    from loadtest.__main__ import parse_args
+    from tools.loadtest.__main__ import parse_args
 
     assert parse_args([]).users == 16 and parse_args([]).run_time == 60
     for bad in (["-u", "0"], ["-u", "10000"], ["-t", "100000"]):

@@ -1,12 +1,12 @@
-"""runtime/events.py: which windows fire, merging, thresholds, onset refinement, clip-level scores."""
+"""diffres/events.py: which windows fire, merging, thresholds, onset refinement, clip-level scores."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from runtime.contract import ModelInfo
-from runtime.events import EventRules, EventTracker, locate, parse_thresholds
+from diffres.contract import ModelInfo
+from diffres.events import EventRules, EventTracker, locate, parse_thresholds
 
 SR, HOP = 1000, 10  # 1 kHz, 10-sample frames: a window of 100 samples is 0.1 s and 10 frames
 LABELS = ("a", "b", "c")

@@ -8,14 +8,22 @@ import onnx
 import pytest
 import torch
 
-from export.onnx_export import EXAMPLE_SECONDS, OPSET, export_onnx, model_info
-from export.parity import check_mixed_batch
-from model.classifier import AudioClassifier
-from model.config import FrontendConfig, ModelConfig
-from model.data import load_audio
-from runtime.contract import INPUTS, LOGITS, METADATA_KEYS, OUTPUTS, ContractError, ModelInfo
-from runtime.runner import OnnxModel
-from runtime.session import make_session
+from diffres.contract import (
+    INPUTS,
+    LOGITS,
+    METADATA_KEYS,
+    OUTPUTS,
+    ContractError,
+    ModelInfo,
+)
+from diffres.models import MODELS_DIR
+from diffres.runner import OnnxModel
+from diffres.session import make_session
+from diffres.train.classifier import AudioClassifier
+from diffres.train.config import FrontendConfig, ModelConfig
+from diffres.train.data import load_audio
+from diffres.train.onnx_export import EXAMPLE_SECONDS, OPSET, export_onnx, model_info
+from diffres.train.parity import check_mixed_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 8000
@@ -77,7 +85,7 @@ def test_long_batched_runs_are_deterministic(exported) -> None:
 def test_recovered_checkpoint_reproduces_the_graph(exported) -> None:
     """export.recover unfolds BatchNorm from the graph's convs and finds clip_norm by trial: the rebuilt
     PyTorch model gives the original's logits (the changehop fixture has clip_norm on)."""
-    from export.recover import recover
+    from diffres.train.recover import recover
 
     model, path = exported
     rebuilt, ckpt = recover(Path(path))
@@ -121,7 +129,7 @@ def test_metadata_is_parsed_strictly(exported) -> None:
                                                                   ("digits", 8000, 10, "")])
 def test_shipped_models_load_with_complete_metadata(name: str, sample_rate: int, n_labels: int,
                                                      background: str) -> None:
-    path = ROOT / "models" / f"{name}.onnx"
+    path = MODELS_DIR / f"{name}.onnx"
     assert path.exists(), f"shipped model {path} is missing"
     onnx_model = OnnxModel.load(path)
     info = onnx_model.info
@@ -140,7 +148,7 @@ def test_shipped_models_load_with_complete_metadata(name: str, sample_rate: int,
 def test_shipped_models_run_at_lengths_around_hop_and_window(name: str) -> None:
     """The frontend cuts frames by reshaping into hop-sized chunks: rows of 1 sample, and one sample
     either side of the hop and of the window, run in one padded batch with finite logits."""
-    onnx_model = OnnxModel.load(ROOT / "models" / f"{name}.onnx")
+    onnx_model = OnnxModel.load(MODELS_DIR / f"{name}.onnx")
     info = onnx_model.info
     hop, win = round(info.sample_rate * info.hop_ms / 1000), round(info.sample_rate * info.win_ms / 1000)
     lengths = [1, hop - 1, hop, hop + 1, win - 1, win, win + 1, 3 * win + 7]
@@ -156,7 +164,7 @@ def test_shipped_models_recognise_real_clips(name: str, pattern: str) -> None:
     data = ROOT.parent / "shared" / "data" / name
     if not data.exists():
         pytest.skip(f"{data} not present (real audio lives in ../shared/data beside the repo)")
-    onnx_model = OnnxModel.load(ROOT / "models" / f"{name}.onnx")
+    onnx_model = OnnxModel.load(MODELS_DIR / f"{name}.onnx")
     info = onnx_model.info
     files = sorted(data.glob(pattern))[::97][:20]
     out = onnx_model.run([load_audio(str(f), info.sample_rate) for f in files], outputs=[LOGITS])

@@ -1,4 +1,4 @@
-"""The one decoder (runtime/audio.py): what browsers and phones record, streamed FLAC/WAV, and what it refuses.
+"""The one decoder (diffres/decode.py): what browsers and phones record, streamed FLAC/WAV, and what it refuses.
 
 Every fixture is encoded here, with PyAV, from a real clip of ../shared/data (a synthetic one when the
 data is absent), so what is tested is what a recorder would produce, not a committed binary.
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from runtime.audio import AudioStream, load_audio, open_audio
-from runtime.errors import (
+from diffres.decode import AudioStream, load_audio, open_audio
+from diffres.errors import (
     AudioTooLong,
     NonFiniteAudio,
     TruncatedAudio,
@@ -238,22 +238,23 @@ def test_fallback_decoding_holds_a_block_not_the_file() -> None:
 
 
 def test_training_and_the_load_test_decode_with_the_same_function(tmp_path, clip: np.ndarray) -> None:
-    """model/data.py and loadtest/clips.py call runtime.audio.load_audio: a WebM reads the same everywhere."""
-    import loadtest.clips
+    """diffres/train/data.py and tools/loadtest/clips.py call diffres.decode.load_audio: a WebM reads the same
+    everywhere."""
+    import tools.loadtest.clips
 
     path = tmp_path / "clip.webm"
     path.write_bytes(encode(clip, SR, TARGETS["webm"]))
-    assert loadtest.clips.load_audio is load_audio
-    pytest.importorskip("torch", reason="model/data.py needs torch")
-    import model.data
+    assert tools.loadtest.clips.load_audio is load_audio
+    pytest.importorskip("torch", reason="diffres/train/data.py needs torch")
+    import diffres.train.data
 
-    assert model.data.load_audio is load_audio
-    np.testing.assert_array_equal(model.data.load_audio(str(path), SR), load_audio(path, SR))
+    assert diffres.train.data.load_audio is load_audio
+    np.testing.assert_array_equal(diffres.train.data.load_audio(str(path), SR), load_audio(path, SR))
 
 
 def test_ima_adpcm_wav_goes_to_ffmpeg_not_libsndfile(tmp_path) -> None:
     """libsndfile 1.2.2 mis-parses IMA ADPCM WAV headers (CVE-2026-37555): FFmpeg decodes them, identically."""
-    from runtime.audio import IMA_ADPCM, wav_format_tag
+    from diffres.decode import IMA_ADPCM, wav_format_tag
 
     x = (0.3 * np.sin(np.arange(8000) / 8000 * 2 * np.pi * 440)).astype(np.float32)
     path = tmp_path / "ima.wav"

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.audio import load_audio
+from diffres.decode import load_audio
 from tests.av_encode import TARGETS, encode
-from tests.conftest import Served, encode as encode_sf, require_clips, require_model
+from tests.conftest import Served, require_clips, require_model
+from tests.conftest import encode as encode_sf
 
 pytestmark = pytest.mark.anyio
 pytest.importorskip("av", reason="PyAV (the 'av' package) is not installed: the fallback decoder cannot run")

@@ -4,8 +4,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from loadtest.__main__ import CpuMeter
-from loadtest.report import write_reports
+from tools.loadtest.__main__ import CpuMeter
+from tools.loadtest.report import write_reports
 
 
 class FakeServer:
@@ -27,7 +27,7 @@ def test_meter_counts_model_run_audio_and_padding(monkeypatch: Any) -> None:
         "diffres_audio_seconds_total{model=\"k\"} 200.0\ndiffres_batch_samples_total{model=\"k\"} 4800000\n"
         "diffres_batch_padding_samples_total{model=\"k\"} 32000\n",
     ])
-    monkeypatch.setattr("loadtest.__main__.get", lambda url: next(scrapes).encode())
+    monkeypatch.setattr("tools.loadtest.__main__.get", lambda url: next(scrapes).encode())
     server = FakeServer()
     meter = CpuMeter(server, sample_rate=16000)  # type: ignore[arg-type]
 

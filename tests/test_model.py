@@ -9,12 +9,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from model.classifier import AudioClassifier
-from model.config import FrontendConfig, ModelConfig
-from model.data import scan_audio_folder, split_clips
-from model.dsp import mel_filterbank
-from model.frontend import MelSpectrogram
-from model.train import main as train_main
+from diffres.train.classifier import AudioClassifier
+from diffres.train.config import FrontendConfig, ModelConfig
+from diffres.train.data import scan_audio_folder, split_clips
+from diffres.train.dsp import mel_filterbank
+from diffres.train.frontend import MelSpectrogram
+from diffres.train.trainer import main as train_main
 
 
 @pytest.mark.parametrize("sr,n", [(16000, 48000), (8000, 4321), (22050, 7777), (16000, 1)])
@@ -120,10 +120,10 @@ def test_one_epoch_training_smoke_run(tmp_path: Path) -> None:
 def test_background_training_adds_a_background_label(tmp_path: Path) -> None:
     """--background: an extra `_background_` label from generated noise, the clips' quiet parts and the
     named folders (a speaker held out for validation); min_score calibrated; the exporter records both."""
-    from export.onnx_export import model_metadata
-    from model.background import BACKGROUND_LABEL
-    from model.checkpoint import load_checkpoint
-    from runtime.contract import ModelInfo
+    from diffres.contract import ModelInfo
+    from diffres.train.background import BACKGROUND_LABEL
+    from diffres.train.checkpoint import load_checkpoint
+    from diffres.train.onnx_export import model_metadata
 
     data, bg = tmp_path / "data", tmp_path / "bg"
     write_tone_folder(data)
@@ -150,7 +150,7 @@ def test_background_training_adds_a_background_label(tmp_path: Path) -> None:
 
 
 def test_quiet_parts_and_mixing() -> None:
-    from model.background import mix_at_snr, quiet_parts
+    from diffres.train.background import mix_at_snr, quiet_parts
 
     loud, quiet = torch.full((50, 4), 1.0), torch.full((40, 4), 1e-5)
     mel = torch.cat([quiet, loud, quiet[:10], loud])

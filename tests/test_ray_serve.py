@@ -1,4 +1,4 @@
-"""The service on Ray Serve, end to end: `python -m app.ray_main` (what `make serve-ray` runs), 2 replicas.
+"""The service on Ray Serve, end to end: `python -m diffres.server.ray_main` (what `make serve-ray` runs), 2 replicas.
 
 One small local Ray for the whole module (about a minute in all on 2 cores); skipped, with the
 reason printed, when Ray itself cannot start here. Every /v1 and /v2 route must answer through
@@ -25,10 +25,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
-from loadtest.ray_server import RayCannotStart, RayServer, kill_session
-from loadtest.server import Server
-from runtime.cpu import available_cpus
+from diffres.cpu import available_cpus
 from tests.conftest import DATA_DIR, MODEL_DIR, REPO_ROOT, require_model, tone, wav
+from tools.loadtest.ray_server import RayCannotStart, RayServer, kill_session
+from tools.loadtest.server import Server
 
 pytest.importorskip("ray.serve", reason="Ray is not installed (pip install -e '.[ray]')")
 
@@ -238,7 +238,7 @@ def test_sigterm_stops_serve_and_ray_and_leaves_no_process(ray_service: RayServe
 def test_killing_a_replica_under_load_costs_only_its_requests(tmp_path: Path) -> None:
     """The fault script starts its own Ray (after the module's is stopped: one Ray at a time on 2 cores)."""
     require_model("digits")
-    cmd = [sys.executable, "-m", "loadtest.ray_fault", "--clients", "4", "--max-seconds", "60",
+    cmd = [sys.executable, "-m", "tools.loadtest.ray_fault", "--clients", "4", "--max-seconds", "60",
            "--recovery-bound", "60", "--out", str(tmp_path)]
     log_path = tmp_path / "fault.log"
     with log_path.open("wb") as log:

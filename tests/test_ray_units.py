@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import httpx
 import pytest
+import tomllib
 from starlette.types import Receive, Scope, Send
 
-from app.config import Settings
-from app.ray_proxy import ReplicaLostMiddleware, SingleRequestIdMiddleware, middlewares
+from diffres.server.config import Settings
+from diffres.server.ray_proxy import (
+    ReplicaLostMiddleware,
+    SingleRequestIdMiddleware,
+    middlewares,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def ray_main():  # imported per test: it needs ray, which is an optional extra
     pytest.importorskip("ray.serve", reason="Ray is not installed (pip install -e '.[ray]')")
-    from app import ray_main as module
+    from diffres.server import ray_main as module
     return module
 
 
@@ -38,7 +42,7 @@ def test_replicas_split_the_cpus_and_take_the_config_options() -> None:
 
 def test_replica_cpus_follow_the_cpus_ray_reserved() -> None:
     pytest.importorskip("ray.serve", reason="Ray is not installed (pip install -e '.[ray]')")
-    from app.ray_serve import replica_cpus
+    from diffres.server.ray_serve import replica_cpus
 
     assert replica_cpus(Settings(), 1.0) == 1
     assert replica_cpus(Settings(), 4.0) == 4
@@ -95,5 +99,5 @@ def test_ray_is_optional_for_the_service() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert not any(d.lower().startswith("ray") for d in project["dependencies"])
     assert any(d.startswith("ray[serve]") for d in project["optional-dependencies"]["ray"])
-    code = "import sys, app.main, app.__main__; sys.exit(1 if 'ray' in sys.modules else 0)"
+    code = "import sys, diffres.server.app, diffres.cli; sys.exit(1 if 'ray' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

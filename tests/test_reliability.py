@@ -1,6 +1,6 @@
-"""Regression tests of issue 10 against a real `python -m app` on 127.0.0.1 (the suite's own scenarios, small).
+"""Regression tests of issue 10 against a real `diffres serve` on 127.0.0.1 (the suite's own scenarios, small).
 
-Each scenario starts and always stops its own server (reliability/probe.py); counts and durations
+Each scenario starts and always stops its own server (tools/reliability/probe.py); counts and durations
 are a fraction of `make reliability`'s, the checks are the same.
 """
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reliability import hostile, lifecycle
-from reliability.corpus import corpus
-from reliability.probe import Service
 from tests.conftest import require_model
+from tools.reliability import hostile, lifecycle
+from tools.reliability.corpus import corpus
+from tools.reliability.probe import Service
 
 FAST = {**hostile.FAST_TIMEOUTS, "DIFFRES_HEADER_TIMEOUT_S": "1", "DIFFRES_BODY_TIMEOUT_S": "1",
         "DIFFRES_MAX_CONNECTIONS": "32", "DIFFRES_MAX_DURATION_S": "60"}

@@ -1,4 +1,4 @@
-"""CORS and API keys (app/access.py): off by default, configured by environment, keys never logged."""
+"""CORS and API keys (server/access.py): off by default, configured by environment, keys never logged."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ async def guarded() -> AsyncIterator[Served]:
 
 
 def test_settings_read_lists_from_the_environment_and_hide_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.config import Settings
+    from diffres.server.config import Settings
 
     monkeypatch.setenv("DIFFRES_API_KEYS", " secret-one , secret-two ")
     monkeypatch.setenv("DIFFRES_CORS_ORIGINS", "https://a.example,https://b.example")
@@ -92,7 +92,7 @@ async def test_keys_never_reach_the_logs(guarded: Served, caplog: pytest.LogCapt
         await guarded.client.get("/v1/models?api_key=" + first, headers={"X-API-Key": first + "x"})
         await guarded.client.post("/v1/classify", content=b"junk", headers={"X-API-Key": first,
                                                                             "content-type": "audio/wav"})
-    server = [r for r in caplog.records if r.name.split(".")[0] in ("app", "uvicorn", "runtime")]  # not httpx's
+    server = [r for r in caplog.records if r.name.split(".")[0] in ("diffres", "uvicorn")]  # not httpx's
     text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in server)
     assert "GET /v1/models 200" in text and "GET /v1/models 401" in text  # the requests were logged
     assert first not in text
@@ -103,8 +103,8 @@ def test_the_websocket_stream_needs_a_key_too() -> None:
     from starlette.testclient import TestClient
     from starlette.websockets import WebSocketDisconnect
 
-    from app.config import Settings
-    from app.main import create_app
+    from diffres.server.app import create_app
+    from diffres.server.config import Settings
 
     require_model("keywords")
     app = create_app(Settings(model_dir=MODEL_DIR, api_keys=KEYS))

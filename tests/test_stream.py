@@ -21,7 +21,7 @@ import soundfile as sf
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from runtime.audio import load_audio
+from diffres.decode import load_audio
 from tests import tiny_model
 from tests.conftest import DATA_DIR, encode, require_model
 from tests.test_app_e2e import Server, start_server, stop

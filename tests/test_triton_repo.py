@@ -1,4 +1,4 @@
-"""export/triton.py: the Triton model repository, checked against Triton's config proto and the ONNX graph.
+"""diffres/triton.py: the Triton model repository, checked against Triton's config proto and the ONNX graph.
 
 `config.pbtxt` is parsed with Triton's own ModelConfig message (shipped in tritonclient), and its
 tensors are compared with the graph as the `onnx` package reads it (not onnxruntime, which the
@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from export import triton
-from runtime import contract as c
+from diffres import contract as c
+from diffres import triton
+from diffres.models import MODELS_DIR
 from tests.tiny_model import build as build_tiny
 
 onnx = pytest.importorskip("onnx", reason="the onnx package reads the graph independently (pip install -e '.[train]')")
@@ -30,7 +31,7 @@ ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.INT64: "
 
 
 def shipped_models() -> list[Path]:
-    return sorted((ROOT / "models").glob("*.onnx"))
+    return sorted(MODELS_DIR.glob("*.onnx"))
 
 
 def parse_config(folder: Path) -> Any:
@@ -74,7 +75,7 @@ def test_repository_for_the_shipped_models(tmp_path: Path) -> None:
     models = shipped_models()
     if not models:
         pytest.skip("no models/*.onnx in this checkout")
-    assert triton.main(["--models", str(ROOT / "models"), "--out", str(tmp_path), "--max-batch-size", "8"]) == 0
+    assert triton.main(["--models", str(MODELS_DIR), "--out", str(tmp_path), "--max-batch-size", "8"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.stem for p in models)
     for path in models:
         check_folder(tmp_path / path.stem, path, max_batch_size=8)
@@ -112,5 +113,5 @@ def test_cli_without_models_fails_clearly(tmp_path: Path) -> None:
 
 
 def test_the_generator_never_imports_torch() -> None:
-    code = "import sys, export.triton; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, diffres.triton; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.contract import CONTRACT_VERSION, FRAMES_IN, FRAMES_OUT, IMPORTANCE, LENGTHS, LOGITS, LOGMEL, WAVEFORM
+from diffres.contract import (
+    CONTRACT_VERSION,
+    FRAMES_IN,
+    FRAMES_OUT,
+    IMPORTANCE,
+    LENGTHS,
+    LOGITS,
+    LOGMEL,
+    WAVEFORM,
+)
 
 LABELS = ("low", "mid", "high")
 SAMPLE_RATE, HOP_MS, N_MELS, DELTA = 8000, 10.0, 4, 0.5  # hop 80 samples; frames_out = T - T // 2

@@ -1,1 +1,0 @@
-"""DiffRes audio-classification service: onnxruntime models behind a FastAPI app (no torch)."""

@@ -1,1 +1,0 @@
-"""DiffRes vs fixed resolution on our data (`python -m compare`): trains, summarises, draws."""

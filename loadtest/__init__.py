@@ -1,1 +1,0 @@
-"""Load test of the service: locust traffic vs in-process onnxruntime on the same clips (`python -m loadtest`)."""

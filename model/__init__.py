@@ -1,1 +1,0 @@
-"""DiffRes audio classifier: waveform -> log-mel -> DiffRes -> CNN backbone (PyTorch side)."""

@@ -1,0 +1,95 @@
+"""Application factory: settings -> metrics -> model registry (+ batchers) -> routes; `serve` runs it.
+
+`diffres serve` (and `python -m diffres.server`) run `serve`; `diffres.server.asgi:app` is the
+ASGI app for other servers. Models load in the background after start-up, so /healthz answers
+immediately and /readyz turns 200 once every model is warm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+from diffres.decode import preload_ffmpeg
+from diffres.schemas import ErrorResponse
+from diffres.server.access import install_api_keys, install_cors
+from diffres.server.admission import ByteBudget
+from diffres.server.config import Settings, get_settings
+from diffres.server.demo import install_demo
+from diffres.server.errors import install_error_handlers
+from diffres.server.http_guard import guarded_protocol
+from diffres.server.logs import configure_logging
+from diffres.server.metrics import Metrics
+from diffres.server.middleware import RequestContextMiddleware
+from diffres.server.registry import ModelRegistry
+from diffres.server.routes import router
+from diffres.server.stream import router as stream_router
+from diffres.server.v2 import router as v2_router
+
+log = logging.getLogger(__name__)
+
+# Answered by the connection guard (server/http_guard.py) before any route, so possible on every operation.
+TRANSPORT_ERRORS = {431: {"model": ErrorResponse, "description": "Request line and headers over "
+                          "DIFFRES_MAX_HEADER_BYTES (the /v1 error shape on every route: no route has run yet)"}}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = Metrics()
+    preload_ffmpeg()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not logging.getLogger().handlers:  # e.g. `uvicorn diffres.server.asgi:app`: still JSON logs with request ids
+            configure_logging(settings.log_level)
+        registry = ModelRegistry(settings, metrics)
+        app.state.registry = registry
+        loading = asyncio.create_task(registry.start(), name="load-models")
+        try:
+            yield
+        finally:
+            # uvicorn has already finished the requests in flight; drain what they queued.
+            await loading
+            await registry.close()
+            log.info("shut down: batchers drained")
+
+    app = FastAPI(title="DiffRes audio classification", version="0.1.0", lifespan=lifespan,
+                  responses=TRANSPORT_ERRORS,  # type: ignore[arg-type]
+                  description="Audio classification with DiffRes (learnt temporal resolution) on onnxruntime. "
+                              "Errors are `{\"error\": {\"code\", \"message\"}}` (OIP /v2 routes: "
+                              "`{\"error\": \"message\"}`).")
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.v2_budget = ByteBudget(settings.v2_body_budget_bytes, settings.retry_after_s)  # /v2 bodies in memory
+    app.state.registry = ModelRegistry(settings, metrics)  # not ready until the lifespan replaces it
+    install_error_handlers(app)
+    install_api_keys(app, settings)  # inside the request-id/access-log middleware: 401s are logged too
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, settings=settings)
+    install_cors(app, settings)  # outermost: preflights and 401s carry the CORS headers
+    app.include_router(router)
+    app.include_router(v2_router)
+    app.include_router(stream_router)
+    install_demo(app)
+    return app
+
+
+def serve(settings: Settings | None = None) -> None:
+    """Run the service with uvicorn in the foreground: the settings' host, port and connection limits."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # keep our log handler
+        access_log=False,  # the middleware writes the access log, with the request id
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
+        http=guarded_protocol(settings),  # header deadline and size, connection cap
+        server_header=False,
+    )

@@ -1,0 +1,69 @@
+"""Prometheus metrics, on a registry owned by the app (several apps in one process do not collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from diffres.server.batching import BatchStats
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
+PADDING_BUCKETS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75)
+
+
+class Metrics:
+    """Every metric the service exports; one instance per app."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("diffres_http_requests_total", "HTTP requests by route, method and status",
+                                ["route", "method", "status"], registry=r)
+        self.latency = Histogram("diffres_http_request_duration_seconds", "HTTP request latency by route",
+                                 ["route", "method"], buckets=LATENCY_BUCKETS, registry=r)
+        self.in_progress = Gauge("diffres_http_requests_in_progress",
+                                 "HTTP requests being served (probes and /metrics excluded)", registry=r)
+        self.queue_wait = Histogram("diffres_queue_wait_seconds", "Time an input waited for its batch",
+                                    ["model"], buckets=WAIT_BUCKETS, registry=r)
+        self.batch_size = Histogram("diffres_batch_size", "Inputs per onnxruntime call", ["model"],
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.padding_share = Histogram("diffres_batch_padding_share",
+                                       "Zero padding per onnxruntime call, as a share of its rows x padded length",
+                                       ["model"], buckets=PADDING_BUCKETS, registry=r)
+        self.batch_samples = Counter("diffres_batch_samples_total",
+                                     "Samples sent to onnxruntime (rows x padded length)", ["model"], registry=r)
+        self.batch_padding = Counter("diffres_batch_padding_samples_total",
+                                     "Of diffres_batch_samples_total, zero padding", ["model"], registry=r)
+        self.inference = Histogram("diffres_inference_seconds", "Duration of one onnxruntime call", ["model"],
+                                   buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("diffres_queue_depth", "Inputs waiting for a batch", ["model"], registry=r)
+        self.rejected = Counter("diffres_rejected_total", "Requests refused with 503 for lack of room, by reason "
+                                "(queue: work units; long_jobs: long-job turns and their line full)",
+                                ["model", "reason"], registry=r)
+        self.audio_seconds = Counter("diffres_audio_seconds_total", "Seconds of uploaded audio classified",
+                                     ["model"], registry=r)
+        self.frames_in = Counter("diffres_frames_in_total", "Spectrogram frames entering DiffRes", ["model"],
+                                 registry=r)
+        self.frames_out = Counter("diffres_frames_out_total", "Frames the classifier saw after DiffRes",
+                                  ["model"], registry=r)
+        self.ready = Gauge("diffres_ready", "1 once every model is loaded and warmed up", registry=r)
+
+    def observe_batch(self, model: str, stats: BatchStats, depth: int) -> None:
+        self.batch_size.labels(model).observe(stats.size)
+        self.padding_share.labels(model).observe(stats.padding / stats.samples if stats.samples else 0.0)
+        self.batch_samples.labels(model).inc(stats.samples)
+        self.batch_padding.labels(model).inc(stats.padding)
+        self.inference.labels(model).observe(stats.run_seconds)
+        for wait in stats.queue_waits:
+            self.queue_wait.labels(model).observe(wait)
+        self.queue_depth.labels(model).set(depth)
+
+    def observe_result(self, model: str, audio_seconds: float, frames_in: int, frames_out: int) -> None:
+        self.audio_seconds.labels(model).inc(audio_seconds)
+        self.frames_in.labels(model).inc(frames_in)
+        self.frames_out.labels(model).inc(frames_out)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

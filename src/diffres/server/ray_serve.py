@@ -1,0 +1,100 @@
+"""The service as a Ray Serve deployment: the same FastAPI app (`create_app`) behind `serve.ingress`.
+
+Each replica builds its own app, so its own onnxruntime sessions and micro-batchers; its
+onnxruntime threads follow the CPUs Ray reserved for it (`ray_actor_options.num_cpus`), so N
+replicas share the machine instead of each sizing itself to all of it. Readiness is Ray's health
+check: a replica counts as started only once its models are warm, and one whose models fail is
+replaced. `build` is the application builder that deploy/ray/serve.yaml, `serve run` and KubeRay's
+RayService import; `python -m diffres.server.ray_main` (`make serve-ray`) runs it locally.
+Ray is an optional extra (`pip install .[ray]`): nothing of the plain service imports this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import ray
+from fastapi import FastAPI
+from ray import serve
+from ray.serve import Application
+
+from diffres.server.config import Settings
+from diffres.server.logs import configure_logging
+from diffres.server.app import create_app
+from diffres.server.ray_metrics import MetricsMirror
+
+log = logging.getLogger(__name__)
+
+DEPLOYMENT = "DiffRes"  # deploy/ray/serve.yaml names it (the same) for every launch
+METRICS_SYNC_S = 2.0
+READY_WAIT_S = 300.0  # the first health check waits this long for model loading and warm-up
+
+
+def replica_cpus(settings: Settings, reserved_cpus: float) -> int:
+    """CPUs one replica's onnxruntime calls use: the explicit setting, else the CPUs Ray reserved (>= 1)."""
+    return settings.cpus or max(1, int(reserved_cpus))
+
+
+def replica_settings(overrides: dict[str, Any]) -> Settings:
+    """Settings of this replica: environment + overrides, onnxruntime sized to this actor's CPU reservation
+    (server.registry.call_layout turns the CPUs into calls and threads)."""
+    settings = Settings(**overrides)
+    reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+    return settings.model_copy(update={"cpus": replica_cpus(settings, reserved)})
+
+
+@serve.deployment(name=DEPLOYMENT)
+@serve.ingress()
+class DiffResReplica:
+    """One replica: its own app, its metrics mirrored into Ray's, healthy once its models are warm."""
+
+    def __init__(self, overrides: dict[str, Any] | None = None) -> None:
+        self._mirror_task: asyncio.Task[None] | None = None
+        self._web: FastAPI | None = None  # `app` is taken: Ray's wrapper exposes the ASGI app under that name
+        self.settings = replica_settings(overrides or {})
+
+    async def __serve_build_asgi_app__(self) -> FastAPI:
+        """Called by Ray after __init__; Ray then runs the app's lifespan (model loading starts)."""
+        if not logging.getLogger().handlers:  # JSON lines, as from `diffres serve` (Ray forwards them)
+            configure_logging(self.settings.log_level)
+        self._web = create_app(self.settings)
+        self._mirror_task = asyncio.create_task(self._mirror_metrics(), name="ray-metrics-mirror")
+        log.info("replica app built: onnxruntime on %d CPU(s)", self.settings.cpus)
+        return self._web
+
+    async def _mirror_metrics(self) -> None:
+        assert self._web is not None
+        mirror = MetricsMirror(self._web.state.metrics.registry)
+        while True:
+            try:
+                mirror.sync()
+            except Exception:  # metrics must never take the replica down
+                log.exception("copying metrics to Ray failed")
+            await asyncio.sleep(METRICS_SYNC_S)
+
+    async def check_health(self) -> None:
+        """Ray's health check = the app's readiness (/readyz): wait out loading and warm-up (the first
+        check), then fail unless every model file is serving; Ray replaces a replica that fails."""
+        assert self._web is not None
+        deadline = asyncio.get_running_loop().time() + READY_WAIT_S
+        while (registry := self._web.state.registry).status == "loading":
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"replica not ready after {READY_WAIT_S:.0f} s: still loading")
+            await asyncio.sleep(0.2)
+        if not registry.healthy:
+            raise RuntimeError(f"replica not ready: {registry.status}; failed to load: {registry.failed}")
+
+    async def __del__(self) -> None:
+        """Ray tears the replica down (after the app's lifespan shutdown): stop copying metrics."""
+        if self._mirror_task is not None:
+            self._mirror_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._mirror_task
+
+
+def build(args: dict[str, Any]) -> Application:
+    """Application builder (`import_path: app.ray_serve:build`); args are Settings overrides, e.g. model_dir."""
+    return DiffResReplica.bind(dict(args))

@@ -1,0 +1,201 @@
+"""The service's own API (/v1), probes and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, Field, ValidationError
+
+from diffres.errors import DiffresError, EmptyAudio, InvalidParameters
+from diffres.events import parse_thresholds
+from diffres.pipeline import ClassifyOptions
+from diffres.schemas import (
+    BatchItem,
+    BatchResult,
+    ClassifyResult,
+    ErrorDetail,
+    ErrorResponse,
+    Health,
+    ModelList,
+    Readiness,
+    Timing,
+)
+from diffres.server.deps import MetricsDep, RegistryDep, SettingsDep
+from diffres.server.errors import error_response, public
+from diffres.server.registry import LoadedModel, ModelRegistry
+from diffres.server.uploads import Upload, receive_body
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+
+class ClassifyParams(BaseModel):
+    """Query parameters of the classify routes (multipart form fields of the same names also work)."""
+
+    model: str | None = Field(None, max_length=100, description="Model name (file stem); default: the default model")
+    top_k: int = Field(5, ge=1, le=1000, description="Labels to return, best first (all if above the label count)")
+    include_importance: bool = Field(False, description="Add the per-frame DiffRes importance curve")
+    include_spectrogram: bool = Field(
+        False, description="Add the log-mel, importance and merged frames the classifier saw (`spectrogram`); "
+                           "for audio that is not windowed (up to the model's long_audio_s)")
+    min_score: float | None = Field(
+        None, ge=0, le=1, description="Event threshold: a window fires for its best non-background label when that "
+                                      "label's probability reaches it; default: the model's min_score (GET /v1/models)")
+    thresholds: str = Field(
+        "", max_length=4000, description="Per-label event thresholds overriding min_score, `label:score,label:score`")
+
+
+def _merge_form(request: Request, params: ClassifyParams, body: Body) -> ClassifyParams:
+    """Form fields fill in parameters the query string did not give."""
+    extra = {k: v for k, v in body.fields.items() if k in ClassifyParams.model_fields and k not in request.query_params}
+    if not extra:
+        return params
+    try:
+        return ClassifyParams.model_validate({**params.model_dump(exclude_unset=True), **extra})
+    except ValidationError as exc:
+        raise InvalidParameters("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
+
+
+def _check_early(registry: ModelRegistry, params: ClassifyParams) -> None:
+    """503 / 404 before reading a byte of the body (a form field may still name the model later)."""
+    if not registry.ready or params.model is not None:
+        registry.get(params.model)
+
+
+AUDIO_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                               "properties": {"file": {"type": "string", "format": "binary"}}}},
+            "audio/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+BATCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}}}}},
+    }
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text} for code, text in {
+        400: "Undecodable, empty, non-finite or too short audio", 404: "Unknown model",
+        413: "Upload or audio duration over the limit", 415: "Unsupported content type",
+        422: "Invalid parameters", 503: "Not ready, or overloaded (see Retry-After)"}.items()
+}
+
+
+def options_of(params: ClassifyParams, model: LoadedModel) -> ClassifyOptions:
+    """The request's options for the pipeline; 422 for thresholds the model cannot take, before decoding."""
+    options = ClassifyOptions(top_k=params.top_k, include_importance=params.include_importance,
+                              include_spectrogram=params.include_spectrogram, min_score=params.min_score,
+                              thresholds=parse_thresholds(params.thresholds))
+    options.event_rules(model.info)
+    return options
+
+
+async def classify_upload(model: LoadedModel, upload: Upload, options: ClassifyOptions,
+                          started: float) -> ClassifyResult:
+    if upload.size == 0:
+        raise EmptyAudio("uploaded file is empty")
+    return await model.classify(upload.file, options, started)
+
+
+@router.post("/v1/classify", response_model=ClassifyResult, response_model_exclude_none=True,
+             responses=ERRORS, openapi_extra=AUDIO_BODY, tags=["classify"])
+async def classify(request: Request, params: Annotated[ClassifyParams, Query()], settings: SettingsDep,
+                   registry: RegistryDep) -> ClassifyResult:
+    """Classify one clip: multipart field `file`, or the raw body (audio/*, application/octet-stream).
+
+    Audio longer than the model's long-audio threshold is cut into overlapping windows; the answer
+    then carries per-window `segments`, and each clip-level score is the best window's (for the
+    background label the lowest window's).
+    """
+    started = time.perf_counter()
+    _check_early(registry, params)
+    async with receive_body(request, settings.max_upload_bytes) as body:
+        params = _merge_form(request, params, body)
+        model = registry.get(params.model)
+        upload = body.single("file")
+        return await classify_upload(model, upload, options_of(params, model), started)
+
+
+@router.post("/v1/classify/batch", response_model=BatchResult, response_model_exclude_none=True,
+             responses=ERRORS, openapi_extra=BATCH_BODY, tags=["classify"])
+async def classify_batch(request: Request, params: Annotated[ClassifyParams, Query()], settings: SettingsDep,
+                         registry: RegistryDep) -> BatchResult:
+    """Several files (repeated multipart field `file`), answered in order; a bad file gets its own error."""
+    started = time.perf_counter()
+    _check_early(registry, params)
+    async with receive_body(request, settings.max_upload_bytes, allow_raw=False,
+                            max_files=settings.max_batch_files) as body:
+        params = _merge_form(request, params, body)
+        model = registry.get(params.model)
+        files = [upload for name, upload in body.files if name in ("file", "files")]
+        if not files:
+            raise InvalidParameters("send one or more files in the multipart field 'file'")
+        options = options_of(params, model)
+
+        async def one(index: int, upload: Upload) -> BatchItem:
+            try:
+                result = await classify_upload(model, upload, options, started)
+            except DiffresError as exc:
+                err = public(exc)
+                return BatchItem(index=index, filename=upload.filename, status=err.status,
+                                 error=ErrorDetail(code=err.code, message=err.message))
+            except Exception:  # a bug on one file must not lose the others' results
+                log.exception("file %d (%s) of a batch failed", index, upload.filename)
+                return BatchItem(index=index, filename=upload.filename, status=500,
+                                 error=ErrorDetail(code="internal_error", message="internal error"))
+            return BatchItem(index=index, filename=upload.filename, status=200, result=result)
+
+        results = await asyncio.gather(*(one(i, f) for i, f in enumerate(files)))
+    total = round((time.perf_counter() - started) * 1000, 3)
+    return BatchResult(model=model.name, results=list(results),
+                       timing_ms=Timing(decode=sum(r.result.timing_ms.decode for r in results if r.result),
+                                        inference=sum(r.result.timing_ms.inference for r in results if r.result),
+                                        total=total))
+
+
+@router.get("/v1/models", response_model=ModelList, responses={503: ERRORS[503]}, tags=["models"])
+async def list_models(settings: SettingsDep, registry: RegistryDep) -> ModelList:
+    """Every loaded model with its labels, sample rate, DiffRes delta and version."""
+    if not registry.ready:
+        registry.get(None)  # raises the 503
+    return ModelList(models=[m.pipeline.describe(default=name == settings.default_model)
+                             for name, m in sorted(registry.models.items())], default_model=settings.default_model)
+
+
+@router.get("/healthz", response_model=Health, tags=["probes"])
+async def healthz() -> Health:
+    """Liveness: the process serves HTTP (models may still be loading)."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Readiness, tags=["probes"], responses={
+    503: {"model": ErrorResponse, "description": "Loading, shutting down, or degraded: a model file failed to load "
+                                                 "(code `degraded`; the others still serve)"}})
+async def readyz(request: Request, settings: SettingsDep, registry: RegistryDep) -> Any:
+    """Readiness: every model file loaded and warmed up; one failed file means degraded, not ready."""
+    retry = {"Retry-After": str(settings.retry_after_s)}
+    if not registry.ready:
+        return error_response(request, 503, "not_ready", f"not ready: {registry.status}", retry)
+    if registry.failed:
+        failed = "; ".join(f"{name}: {why}" for name, why in sorted(registry.failed.items()))
+        return error_response(request, 503, "degraded", f"degraded: serving {', '.join(sorted(registry.models))}; "
+                              f"failed to load: {failed}", retry)
+    return Readiness(status="ready", models=sorted(registry.models), failed=registry.failed)
+
+
+@router.get("/metrics", tags=["probes"], response_class=Response)
+async def metrics_endpoint(metrics: MetricsDep) -> Response:
+    """Prometheus text exposition."""
+    content, media_type = metrics.render()
+    return Response(content, media_type=media_type)

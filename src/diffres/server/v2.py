@@ -1,0 +1,398 @@
+"""Open Inference Protocol v2 (KServe / Triton HTTP), so stock Triton and KServe clients work.
+
+Inputs `waveform` FP32 [batch, samples] at the model's sample rate and, optionally, `lengths` INT64
+[batch] (valid samples per row; absent: every row full length). No decoding, no windowing: raw
+tensor semantics; rows go through the micro-batcher like any other input. Outputs logits,
+importance, frames_in, frames_out (default) and logmel (on request) as OIP tensors. Supports the
+binary tensor data extension (Inference-Header-Content-Length), which tritonclient uses by default
+and which is the way to send large inputs.
+
+Memory is bounded: a row runs in one call, so rows over `v2_max_row_s` are refused (413; /v1
+windows long audio); bodies are limited (`max_json_bytes`, `max_tensor_bytes`) and all /v2 bodies
+held at once share `v2_body_budget_bytes` (503 beyond, decided from Content-Length before reading);
+JSON `data` arrays go straight to numpy (never through pydantic); JSON outputs are streamed.
+Errors follow the protocol: `{"error": "<message>"}` (plus `code`), nesting bombs included.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from diffres.decode import MAX_ABS_SAMPLE
+from diffres.server.admission import ByteBudget, row_units
+from diffres.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from diffres.server.registry import LoadedModel, ModelRegistry
+from diffres.server.uploads import limited_stream, media_type
+from diffres.contract import (DATATYPES, FRAMES_IN, FRAMES_OUT, IMPORTANCE, INPUTS, LENGTHS, LOGITS, LOGMEL, OUTPUTS,
+                              WAVEFORM, ModelInfo, frames_in)
+from diffres.runner import DEFAULT_OUTPUTS, RowOutput
+
+router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
+HEADER_LENGTH = "inference-header-content-length"
+NUMPY = {"FP32": "<f4", "INT64": "<i8"}
+JSON_WEIGHT = 8  # bytes of memory per JSON body byte while parsing (Python objects, then numpy)
+BINARY_WEIGHT = 2  # the body, then the padded copy and outputs of its calls
+JSON_CHUNK = 65536  # values per piece of a streamed JSON output
+OUTPUT_SHAPES: dict[str, Callable[[ModelInfo], list[int]]] = {
+    LOGITS: lambda i: [-1, len(i.labels)], IMPORTANCE: lambda i: [-1, -1], FRAMES_IN: lambda i: [-1],
+    FRAMES_OUT: lambda i: [-1], LOGMEL: lambda i: [-1, -1, i.n_mels]}
+
+
+class TensorInput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class RequestedOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequest(BaseModel):
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[TensorInput]
+    outputs: list[RequestedOutput] | None = None
+
+
+class BadTensor(BadRequest):
+    status, code = 400, "invalid_tensor"
+
+
+class OipError(BaseModel):
+    """The protocol's error body; `code` is this service's stable error code."""
+
+    error: str
+    code: str
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    texts = {400: "Invalid inference request or tensor", 404: "Unknown model",
+             413: "Body or row over its limit (the message names the setting)",
+             415: "Unsupported content type", 503: "Not ready, overloaded or shutting down (see Retry-After)"}
+    return {c: {"model": OipError, "description": texts[c]} for c in codes}
+
+
+_TENSOR = {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
+    "name": {"type": "string", "enum": list(INPUTS)}, "shape": {"type": "array", "items": {"type": "integer"}},
+    "datatype": {"type": "string", "enum": ["FP32", "INT64"]}, "parameters": {"type": "object"},
+    "data": {"type": "array", "items": {}}}}
+INFER_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {
+        "id": {"type": "string"}, "parameters": {"type": "object"}, "inputs": {"type": "array", "items": _TENSOR},
+        "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string"}, "parameters": {"type": "object"}}}}}}}},
+    # The binary tensor extension (any content type, the JSON header's length in Inference-Header-Content-Length)
+    # depends on a header, which OpenAPI cannot tie to a body; the route description says how to use it.
+    }}
+INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Output tensors (JSON, or binary after the JSON header when asked for)",
+          "content": {"application/json": {"schema": {"type": "object"}},
+                      "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+    **_errors(400, 404, 413, 415, 503)}
+
+
+ModelName = Annotated[str, Path(description="Model name (file stem)", examples=["keywords"])]
+
+
+def _registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry
+
+
+@router.get("")
+async def server_metadata() -> dict[str, Any]:
+    return {"name": "diffres-service", "version": "2", "extensions": ["binary_tensor_data"]}
+
+
+@router.get("/health/live")
+async def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready", responses={503: {"description": "Loading, shutting down, or a model failed to load"}})
+async def ready(request: Request) -> JSONResponse:
+    """Ready when every model file loaded (the same rule as /readyz)."""
+    is_ready = _registry(request).healthy
+    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+@router.get("/models/{model_name}", responses=_errors(404, 503))
+async def model_metadata(request: Request, model_name: ModelName) -> dict[str, Any]:
+    m = _registry(request).get(model_name)
+    i = m.info
+    return {
+        "name": m.name, "versions": [i.version], "platform": "onnxruntime_onnx",
+        "inputs": [{"name": WAVEFORM, "datatype": DATATYPES[WAVEFORM], "shape": [-1, -1]},
+                   {"name": LENGTHS, "datatype": DATATYPES[LENGTHS], "shape": [-1]}],
+        "outputs": [{"name": name, "datatype": DATATYPES[name], "shape": OUTPUT_SHAPES[name](i)} for name in OUTPUTS],
+        "parameters": {"labels": list(i.labels), "sample_rate": i.sample_rate, "delta": i.delta,
+                       "clip_seconds": i.clip_seconds, "hop_ms": i.hop_ms, "version": i.version,
+                       "optional_inputs": [LENGTHS], "default_outputs": list(DEFAULT_OUTPUTS)},
+    }
+
+
+@router.get("/models/{model_name}/ready", responses=_errors(404, 503))
+async def model_ready(request: Request, model_name: ModelName) -> dict[str, Any]:
+    m = _registry(request).get(model_name)
+    return {"name": m.name, "ready": True}
+
+
+def _declared_length(request: Request) -> int | None:
+    declared = request.headers.get("content-length", "")
+    return int(declared) if declared.isdigit() else None
+
+
+@asynccontextmanager
+async def _received(request: Request) -> AsyncIterator[tuple[bytearray, int]]:
+    """The whole body, bounded, and where its JSON header ends; its memory is reserved in the budget
+    from Content-Length (the limit when chunked) before a byte is read, and freed on exit."""
+    kind = media_type(request)
+    if kind.startswith(("multipart/", "audio/", "application/x-www-form-urlencoded")):
+        raise UnsupportedMediaType(f"unsupported content type '{kind}'; send application/json "
+                                   "(or the binary tensor extension with Inference-Header-Content-Length)")
+    settings = request.app.state.settings
+    header_len = request.headers.get(HEADER_LENGTH)
+    limit, setting = ((settings.max_tensor_bytes, "DIFFRES_MAX_TENSOR_BYTES") if header_len is not None else
+                      (settings.max_json_bytes, "DIFFRES_MAX_JSON_BYTES"))
+    too_large = (f"request body exceeds {limit} bytes ({setting})" + ("" if header_len is not None else
+                 "; use the binary tensor extension (Inference-Header-Content-Length) for large inputs"))
+    declared = _declared_length(request)
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(too_large)
+    weight = BINARY_WEIGHT if header_len is not None else JSON_WEIGHT
+    budget: ByteBudget = request.app.state.v2_budget
+    reserved = budget.take(weight * (declared if declared is not None else limit))
+    try:
+        body = bytearray()
+        try:
+            async for chunk in limited_stream(request, limit):
+                body += chunk
+        except PayloadTooLarge as exc:
+            raise PayloadTooLarge(too_large) from exc
+        if header_len is None:
+            yield body, len(body)
+        elif not header_len.isdigit() or int(header_len) > len(body):
+            raise BadTensor(f"invalid {HEADER_LENGTH} header: {header_len!r}")
+        else:
+            yield body, int(header_len)
+    finally:
+        budget.give(reserved)
+
+
+def _parse(body: bytearray, split: int) -> tuple[InferRequest, dict[str, Any], memoryview]:
+    """JSON header -> request model, the inputs' JSON `data` kept aside (pydantic never copies them),
+    and the binary tail; runs in a worker thread (megabytes of JSON take a while)."""
+    try:
+        raw = json.loads(bytes(memoryview(body)[:split]))
+        datas = {}
+        if isinstance(raw, dict) and isinstance(raw.get("inputs"), list):
+            for tensor in raw["inputs"]:
+                if isinstance(tensor, dict) and isinstance(tensor.get("name"), str) and "data" in tensor:
+                    datas[tensor["name"]] = tensor.pop("data")
+        return InferRequest.model_validate(raw), datas, memoryview(body)[split:]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "body"
+        raise BadTensor(f"invalid inference request: {where}: {first['msg']}"[:500]) from exc
+    except RecursionError as exc:  # a nesting bomb: json gives up deep inside, cheaply
+        raise BadTensor("invalid JSON in the inference request: nested too deeply") from exc
+    except ValueError as exc:  # JSON syntax, or undecodable bytes
+        raise BadTensor(f"invalid JSON in the inference request: {exc}"[:500]) from exc
+
+
+def _decode(tensor: TensorInput, binary: memoryview, data: Any, dtype: str) -> np.ndarray:
+    """A tensor's values, from its binary slice or its JSON data, flat."""
+    size = math.prod(tensor.shape)
+    binary_size = (tensor.parameters or {}).get("binary_data_size")
+    if binary_size is not None:
+        itemsize = np.dtype(NUMPY[dtype]).itemsize
+        if binary_size != itemsize * size or len(binary) != binary_size:
+            raise BadTensor(f"binary_data_size {binary_size} of '{tensor.name}' does not match shape {tensor.shape} "
+                            f"{dtype} ({itemsize * size} bytes; {len(binary)} bytes received)")
+        return np.frombuffer(binary, dtype=NUMPY[dtype]).astype(NUMPY[dtype][1:], copy=False)
+    if data is None:
+        raise BadTensor(f"input '{tensor.name}' has no data")
+    if not isinstance(data, list):
+        raise BadTensor(f"input '{tensor.name}' data must be a (nested) list of numbers")
+    try:
+        flat = np.asarray(data, dtype=NUMPY[dtype][1:]).reshape(-1)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise BadTensor(f"input '{tensor.name}' data is not a (nested) list of numbers of type {dtype}") from exc
+    if flat.size != size:
+        raise BadTensor(f"input '{tensor.name}' has {flat.size} values, shape {tensor.shape} needs {size}")
+    return flat
+
+
+def _split_binary(req: InferRequest, binary: memoryview) -> dict[str, memoryview]:
+    """The binary tail holds the inputs that declare binary_data_size, in request order."""
+    parts, offset = {}, 0
+    for t in req.inputs:
+        size = (t.parameters or {}).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size < 0:
+                raise BadTensor(f"binary_data_size of '{t.name}' must be a non-negative integer")
+            parts[t.name], offset = binary[offset:offset + size], offset + size
+    if offset != len(binary):
+        raise BadTensor(f"{len(binary)} bytes of binary tensor data, the inputs declare {offset}")
+    return parts
+
+
+def _inputs(req: InferRequest, datas: dict[str, Any], binary: memoryview, model: LoadedModel,
+            max_row_s: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """The request's waveform [batch, samples] float32 and optional lengths [batch] int64, validated."""
+    names = [t.name for t in req.inputs]
+    if WAVEFORM not in names or any(n not in INPUTS for n in names) or len(set(names)) != len(names):
+        raise BadTensor(f"expected input '{WAVEFORM}' and optionally '{LENGTHS}', got {names}")
+    tensors = {t.name: t for t in req.inputs}
+    parts = _split_binary(req, binary)
+    wave = tensors[WAVEFORM]
+    if wave.datatype != "FP32":
+        raise BadTensor(f"input '{WAVEFORM}' must be FP32, got {wave.datatype}")
+    if len(wave.shape) != 2 or min(wave.shape) < 1:
+        raise BadTensor(f"input '{WAVEFORM}' must have shape [batch, samples] with both >= 1, got {wave.shape}")
+    batch, samples = wave.shape
+    if samples > max_row_s * model.info.sample_rate:
+        raise PayloadTooLarge(f"rows of {samples} samples exceed the {max_row_s:g} s limit at "
+                              f"{model.info.sample_rate} Hz (DIFFRES_V2_MAX_ROW_S: a row runs in one call); "
+                              "send long audio to /v1/classify, which windows it", code="audio_too_long")
+    flat = _decode(wave, parts.get(WAVEFORM, memoryview(b"")), datas.get(WAVEFORM), "FP32")
+    if not np.isfinite(flat).all():
+        raise BadTensor(f"input '{WAVEFORM}' contains NaN or Inf", code="non_finite_audio")
+    if flat.size and float(np.abs(flat).max()) > MAX_ABS_SAMPLE:
+        raise BadTensor(f"input '{WAVEFORM}' values out of range (at most {MAX_ABS_SAMPLE:g}; audio is expected "
+                        "in [-1, 1])", code="out_of_range_audio")
+    return flat.reshape(batch, samples), _lengths(tensors.get(LENGTHS), parts, datas.get(LENGTHS), batch, samples)
+
+
+def _lengths(tensor: TensorInput | None, parts: dict[str, memoryview], data: Any, batch: int,
+             samples: int) -> np.ndarray | None:
+    """Valid samples per row, each in [1, samples]; absent: every row full length."""
+    if tensor is None:
+        return None
+    if tensor.datatype != "INT64":
+        raise BadTensor(f"input '{LENGTHS}' must be INT64, got {tensor.datatype}")
+    if tensor.shape != [batch]:
+        raise BadTensor(f"input '{LENGTHS}' must have shape [{batch}] (one per waveform row), got {tensor.shape}")
+    lengths = _decode(tensor, parts.get(LENGTHS, memoryview(b"")), data, "INT64")
+    if lengths.min() < 1 or lengths.max() > samples:
+        raise BadTensor(f"input '{LENGTHS}' values must be in [1, {samples}] (the waveform's samples per row)")
+    return lengths
+
+
+def _json_values(array: np.ndarray) -> Iterator[bytes]:
+    """A tensor's values as the inside of a JSON list, a chunk at a time (non-finite values: null)."""
+    flat = array.reshape(-1)
+    for i in range(0, flat.size, JSON_CHUNK):
+        part = flat[i:i + JSON_CHUNK]
+        values = part.tolist()
+        if part.dtype.kind == "f" and not np.isfinite(part).all():
+            values = [v if math.isfinite(v) else None for v in values]
+        yield (b"," if i else b"") + json.dumps(values).encode()[1:-1]
+
+
+def _json_body(head: dict[str, Any], outputs: list[tuple[dict[str, Any], np.ndarray]]) -> Iterator[bytes]:
+    """The OIP JSON response, streamed: never one Python list of every value."""
+    yield json.dumps(head).encode()[:-1] + b', "outputs": ['
+    for n, (entry, array) in enumerate(outputs):
+        yield (b", " if n else b"") + json.dumps(entry).encode()[:-1] + b', "data": ['
+        yield from _json_values(array)
+        yield b"]}"
+    yield b"]}"
+
+
+def _render(req: InferRequest, wanted: list[str], arrays: dict[str, np.ndarray], model: LoadedModel) -> Response:
+    """OIP response: JSON tensors (streamed), or binary ones appended after the JSON header where asked for."""
+    binary_default = bool((req.parameters or {}).get("binary_data_output", False))
+    binary_wanted = {o.name: bool((o.parameters or {}).get("binary_data", binary_default)) for o in req.outputs or []}
+    head: dict[str, Any] = {"model_name": model.name, "model_version": model.info.version}
+    if req.id is not None:
+        head["id"] = req.id
+    entries = [(name, {"name": name, "datatype": DATATYPES[name], "shape": list(arrays[name].shape)})
+               for name in wanted]
+    if not any(binary_wanted.get(name, binary_default) for name in wanted):
+        return StreamingResponse(_json_body(head, [(e, arrays[n]) for n, e in entries]), media_type="application/json")
+    outputs, tail = [], []
+    for name, entry in entries:
+        if binary_wanted.get(name, binary_default):
+            raw = arrays[name].astype(NUMPY[DATATYPES[name]]).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            tail.append(raw)
+        else:
+            entry["data"] = [v if not isinstance(v, float) or math.isfinite(v) else None
+                             for v in arrays[name].reshape(-1).tolist()]
+        outputs.append(entry)
+    header = json.dumps({**head, "outputs": outputs}).encode()
+    return Response(header + b"".join(tail), media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(len(header))})
+
+
+def _stack(rows: list[RowOutput], samples: int, hop: int) -> dict[str, np.ndarray]:
+    """Per-row outputs back into the graph's padded tensors: frames beyond a row's own are 0."""
+    frames = frames_in(samples, hop)
+
+    def padded(values: list[np.ndarray]) -> np.ndarray:
+        out = np.zeros((len(values), frames, *values[0].shape[1:]), dtype=np.float32)
+        for i, v in enumerate(values):
+            out[i, :len(v)] = v
+        return out
+
+    arrays = {FRAMES_IN: np.array([r.frames_in for r in rows], dtype=np.int64),
+              FRAMES_OUT: np.array([r.frames_out for r in rows], dtype=np.int64)}
+    if rows[0].logits is not None:
+        arrays[LOGITS] = np.stack([r.logits for r in rows])
+    for name in (IMPORTANCE, LOGMEL):
+        values = [getattr(r, name) for r in rows]
+        if values[0] is not None:
+            arrays[name] = padded(values)
+    return arrays
+
+
+async def run_rows(model: LoadedModel, rows: list[np.ndarray], outputs: tuple[str, ...]) -> list[RowOutput]:
+    """Tensor rows through the batcher, a lease's worth at a time (a lease is at most the request's share)."""
+    results: list[RowOutput] = []
+    with model.batcher.lease(len(rows), row_units(max(len(r) for r in rows), model.plan.window)) as lease:
+        for i in range(0, len(rows), lease.slots):
+            results.extend(await lease.run(rows[i:i + lease.slots], outputs))
+    return results
+
+
+@router.post("/models/{model_name}/infer", openapi_extra=INFER_BODY, responses=INFER_RESPONSES)
+async def infer(request: Request, model_name: ModelName) -> Response:
+    """OIP inference on `waveform` FP32 [batch, samples] (+ optional `lengths` INT64 [batch]); rows batch
+    with other requests. Outputs as JSON tensors, or binary where asked.
+
+    Large inputs: the binary tensor extension (the JSON header, then raw little-endian tensors; header
+    `Inference-Header-Content-Length` = the JSON header's bytes; up to DIFFRES_MAX_TENSOR_BYTES).
+    """
+    model = _registry(request).get(model_name)
+    model.batcher.check_admission()  # 503 before reading the body
+    settings = request.app.state.settings
+    async with _received(request) as (body, split):
+        req, datas, binary = await run_in_threadpool(_parse, body, split)
+        waveform, lengths = await run_in_threadpool(_inputs, req, datas, binary, model, settings.v2_max_row_s)
+        del datas, binary
+        wanted = [o.name for o in req.outputs] if req.outputs else list(DEFAULT_OUTPUTS)
+        unknown = [n for n in wanted if n not in OUTPUTS]
+        if unknown:
+            raise BadTensor(f"unknown outputs {unknown}; the model has {list(OUTPUTS)}")
+        width = waveform.shape[1]
+        rows = list(waveform) if lengths is None else [row[:n] for row, n in zip(waveform, lengths, strict=True)]
+        audio_s = sum(len(r) for r in rows) / model.info.sample_rate
+        results = await run_rows(model, rows, tuple(dict.fromkeys([*wanted, LOGITS])))
+    arrays = _stack(results, width, model.info.backbone_hop)  # the frontend's own frame grid
+    request.app.state.metrics.observe_result(model.name, audio_s, int(arrays[FRAMES_IN].sum()),
+                                             int(arrays[FRAMES_OUT].sum()))
+    return await run_in_threadpool(_render, req, wanted, arrays, model)

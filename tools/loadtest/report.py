@@ -1,0 +1,152 @@
+"""reports/loadtest.json (everything) and reports/LOADTEST.md (the numbers a reader wants)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+CEILING = "batch_16"
+
+
+def _median(slice_: dict[str, Any], key: str) -> float:
+    return slice_["audio_s_per_s"][key]["median"]
+
+
+def _combine(slices: Sequence[dict[str, Any]], key: str) -> float:
+    """Reference slices as one figure: the mean of their medians (each slice is equally long)."""
+    return round(sum(_median(s, key) for s in slices) / len(slices), 2)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def write_reports(args: argparse.Namespace, service: dict[str, Any], slices: list[dict[str, Any]],
+                  metrics: dict[str, Any], started: float, machine: dict[str, Any]) -> dict[str, Any]:
+    ceiling, batch_1 = _combine(slices, CEILING), _combine(slices, "batch_1")
+    inproc = {"ceiling_audio_s_per_s": ceiling, "batch_1_audio_s_per_s": batch_1, "slices": slices}
+    rounds = []
+    for i, svc in enumerate(service["rounds"]):
+        around = _combine(slices[i:i + 2], CEILING)  # the reference slices before and after it
+        rounds.append({"service_audio_s_per_s": svc["audio_s_per_s"], "ceiling_audio_s_per_s": around,
+                       "ratio": _ratio(svc["audio_s_per_s"], around)})
+    svc_rate = service["total"]["audio_s_per_s"]
+    ratio = _ratio(svc_rate, ceiling) or 0.0
+    per_audio = metrics.get("model_run_per_audio_s")
+    model_run_rate = round(svc_rate * per_audio, 2) if per_audio else None
+    result = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "config": {"users": args.users, "spawn_rate": args.spawn_rate, "run_time_s": args.run_time,
+                   "rounds": args.rounds, "model": args.model, "long_fraction": args.long_fraction,
+                   "raw_body": args.raw, "inproc_seconds": args.inproc_seconds, "seed": args.seed},
+        "machine": machine,
+        "service": service,
+        "server_metrics": metrics,
+        "in_process": inproc,
+        "rounds": rounds,
+        "ratio": ratio,
+        "ratio_vs_batch_1": _ratio(svc_rate, batch_1),
+        # What onnxruntime ran in the service (overlapping windows and padding counted) vs the ceiling.
+        "model_run_audio_s_per_s": model_run_rate,
+        "model_run_ratio": _ratio(model_run_rate, ceiling),
+        "padding_share": metrics.get("padding_share"),
+        "goal": args.goal,
+        "goal_met": ratio >= args.goal,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "loadtest.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / "LOADTEST.md").write_text(markdown(result))
+    return result
+
+
+def _row(name: str, b: dict[str, Any]) -> str:
+    lat = b["latency_ms"]
+    return (f"| {name} | {b['requests']} | {b['failures']} | {b['requests_per_s']} | {b['audio_s_per_s']} | "
+            f"{lat['p50']} | {lat['p95']} | {lat['p99']} |")
+
+
+def markdown(r: dict[str, Any]) -> str:
+    c, m, s, ip, sm = r["config"], r["machine"], r["service"], r["in_process"], r["server_metrics"]
+    load = ", ".join(f"{x:.2f}" for x in m["load_avg_before"])
+    first = (ip.get("slices") or [{}])[0]
+    layout = (f"{first.get('concurrent_calls', 1)} call(s) at once of {first.get('intra_op_threads', '?')} "
+              "intra-op thread(s)")
+    lines = [
+        "# Load test",
+        "",
+        f"{r['when']}: `python -m tools.loadtest` (`make loadtest`): {c['users']} locust users (closed loop, no think "
+        f"time), {c['run_time_s']} s of load in {c['rounds']} rounds, against `diffres serve` on 127.0.0.1; "
+        f"model `{c['model']}` (version {m['model_version']}, {m['model_sample_rate']} Hz); {m['cpus']} CPUs "
+        f"(load average before: {load}). Clips: {s['clip_source']}; {round(c['long_fraction'] * 100)} % are "
+        "10-30 s concatenations (windowed by the service), the rest single 1-5 s clips, posted as "
+        f"{'raw bodies' if c['raw_body'] else 'multipart uploads'}. Each round's ramp-up is left out; latency "
+        "is per request, client side.",
+        "",
+        "| traffic | requests | failures | requests/s | audio s/s | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|---|",
+        _row("all", s["total"]),
+        *[_row(k, s[k]) for k in ("short", "long") if k in s],
+        "",
+        f"Server: {sm['batches']} onnxruntime calls, mean batch {sm['mean_batch_size']}, padding "
+        f"{_pct(sm.get('padding_share'))} of the samples sent to onnxruntime, {sm['rejected_503']} rejected with "
+        f"503; it used {sm['server_cpu_s']} CPU s, the locust client {sm['client_cpu_s']} CPU s (on the same CPUs). "
+        f"Server RSS (MB) at start and after each round: {sm.get('server_rss_mb')}.",
+        "",
+        "## Service vs in-process onnxruntime",
+        "",
+        "In-process (`loadtest/inprocess.py`): the same model file, session options, threads and concurrent calls "
+        f"as the service ({layout}), timed by `runtime.clock` on 3 s clips at batch 16 in every call (the batched "
+        "ceiling: full calls, no padding, no HTTP, no decoding) and at batch 1, interleaved. Reference slices "
+        "alternate with the load rounds, so both see the same background load.",
+        "",
+        "| | audio s/s |",
+        "|---|---|",
+        f"| service ({c['users']} users, mixed lengths) | {s['total']['audio_s_per_s']} |",
+        f"| in-process, batch 16 of 3 s (ceiling) | {ip['ceiling_audio_s_per_s']} |",
+        f"| in-process, batch 1 of 3 s | {ip['batch_1_audio_s_per_s']} |",
+        "",
+        f"**Ratio service / batched ceiling: {r['ratio']}** (goal >= {r['goal']}: "
+        f"{'met' if r['goal_met'] else 'NOT met'}); service / batch 1: {r['ratio_vs_batch_1']}.",
+        "",
+        "| round | service audio s/s | ceiling audio s/s (slices around it) | ratio |",
+        "|---|---|---|---|",
+        *[f"| {i + 1} | {x['service_audio_s_per_s']} | {x['ceiling_audio_s_per_s']} | {x['ratio']} |"
+          for i, x in enumerate(r["rounds"])],
+        "",
+        "Reference slices (audio s/s, batch 16 / batch 1): " + ", ".join(
+            f"{_median(x, CEILING):.0f} / {_median(x, 'batch_1'):.0f}" for x in ip["slices"]) +
+        ". Differences between them are other work on the machine.",
+        "",
+        *_gap(r),
+    ]
+    return "\n".join(lines)
+
+
+def _gap(r: dict[str, Any]) -> list[str]:
+    """Where the service's throughput goes, from its own counters (empty for reports without them)."""
+    sm, ip = r["server_metrics"], r["in_process"]
+    if not sm.get("model_run_per_audio_s"):
+        return []
+    first = (ip.get("slices") or [{}])[0]
+    busy = first.get("concurrent_calls", 1) * first.get("intra_op_threads", 1)
+    return [
+        "## Where the gap is",
+        "",
+        f"- Work done on purpose: onnxruntime ran on {sm['model_run_per_audio_s']} s of audio per uploaded "
+        f"second ({sm['model_run_s']} s in all, {sm['model_padding_s']} s of it padding). Long files are cut "
+        "into windows that overlap (by default a window every half window, `DIFFRES_WINDOW_HOP_S`), so each "
+        "of their seconds runs about twice. Counted as onnxruntime sees it, the service ran "
+        f"{r['model_run_audio_s_per_s']} audio s/s: **{r['model_run_ratio']} of the ceiling**.",
+        f"- The rest is CPU spent outside onnxruntime: HTTP, multipart, decoding, the response, the event "
+        f"loop and locust itself ({sm['client_cpu_s']} CPU s). The server classified {sm['audio_s_per_cpu_s']} "
+        f"uploaded audio s per CPU s; the ceiling, with {busy} CPU(s) busy, "
+        f"{round(ip['ceiling_audio_s_per_s'] / busy, 1)} per busy CPU.",
+        "",
+    ]
+
+
+def _pct(share: float | None) -> str:
+    return "n/a" if share is None else f"{share:.1%}"
