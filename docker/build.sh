@@ -98,7 +98,7 @@ if ! "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   fi
 fi
 
-compgen -G 'models/*.onnx' >/dev/null || log "WARNING: models/ has no .onnx: the image will never be ready"
+compgen -G 'src/diffres/models/*.onnx' >/dev/null || log "WARNING: src/diffres/models/ has no .onnx: the image will never be ready"
 
 args=(--network host -f "$DOCKERFILE" -t "$IMAGE" --build-arg "BASE_IMAGE=$BASE_IMAGE")
 ca=${PIP_CA_BUNDLE:-${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}}

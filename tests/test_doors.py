@@ -196,3 +196,10 @@ def test_samples_in_examples_match_their_readme() -> None:
     found = diffres.Classifier.load("keywords").classify(LONG).events or []
     for label, onset, offset in words:
         assert any(e.label == label and e.start_s < offset and e.end_s > onset for e in found), label
+
+
+def test_readme_examples_print_what_the_readme_shows() -> None:
+    """README.md's curl, Python and CLI outputs are what the code prints now (timings aside)."""
+    from tools import readme_examples
+
+    assert readme_examples.main(["--check"]) == 0
