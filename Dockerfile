@@ -70,7 +70,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     DIFFRES_HOST=0.0.0.0 \
     DIFFRES_PORT=8000 \
-    DIFFRES_MODEL_DIR=/srv/models
+    DIFFRES_MODEL_DIR=/srv/models \
+    DIFFRES_LOG_FORMAT=json
 
 USER diffres
 EXPOSE 8000

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -190,3 +191,26 @@ def test_sigterm_finishes_the_request_in_flight(tmp_path: Path) -> None:
     assert response.status_code == 200 and response.json()["windowing"]["windows"] >= 1
     messages = [e.get("message", "") for e in s.logs()]
     assert any("batchers drained" in m for m in messages)
+
+
+def test_one_ready_line_after_the_models_are_warm(server: Server) -> None:
+    """People read the start-up: the models load, then one line says the service is ready and where."""
+    lines = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.startswith("{")]
+    messages = [line["message"] for line in lines]
+    ready = [i for i, m in enumerate(messages) if m.startswith("ready: ")]
+    loaded = [i for i, m in enumerate(messages) if " loaded: " in m]
+    assert len(ready) == 1 and loaded and max(loaded) < ready[0]
+    assert re.fullmatch(r"ready: \d+ models \(.*keywords.*\), demo at http://127\.0\.0\.1:\d+/", messages[ready[0]])
+
+
+def test_text_logs_in_a_terminal_json_elsewhere(tmp_path: Path) -> None:
+    """DIFFRES_LOG_FORMAT=text gives lines for people (a terminal's default); the server above wrote JSON."""
+    text_server = start_server(tmp_path, DIFFRES_LOG_FORMAT="text", DIFFRES_WARMUP="false")
+    try:
+        with httpx.Client(base_url=text_server.url, timeout=30) as c:
+            c.get("/v1/models")
+    finally:
+        stop(text_server)
+    log = text_server.log_path.read_text()
+    assert re.search(r"^\d\d:\d\d:\d\d\.\d{3} INFO  ready: \d+ models", log, re.M), log[-2000:]
+    assert re.search(r"^\d\d:\d\d:\d\d\.\d{3} INFO  GET /v1/models 200 \(\d+\.\d ms\) \[\w{8}\]", log, re.M)

@@ -2,8 +2,10 @@
 
 Each example sits between `<!-- BEGIN example:NAME -->` and `<!-- END example:NAME -->`: a code
 block with the command (or Python), then a `text` block with what it printed. The curl example runs
-against a real `diffres serve` on 127.0.0.1 (shown as port 8000). `--check` (the test suite's use)
-fails when an output differs from what the code prints now; timings are the only values exempt.
+against a real `diffres serve` on 127.0.0.1 (shown as port 8000). The same server's answer for
+examples/alexa.flac is the OpenAPI document's example (src/diffres/server/openapi_example.json).
+`--check` (the test suite's use) fails when an output differs from what the code prints now;
+timings are the only values exempt.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tools.loadtest.server import Server
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+OPENAPI_EXAMPLE = ROOT / "src" / "diffres" / "server" / "openapi_example.json"
 BLOCK = re.compile(r"(<!-- BEGIN example:(\w+) -->\n)(.*?)(<!-- END example:\2 -->)", re.S)
 FENCE = re.compile(r"```(\w+)\n(.*?)```\n", re.S)
 TIMING = re.compile(r'("(?:decode|inference|total)": )[0-9.]+')
@@ -73,14 +76,21 @@ def main(argv: list[str] | None = None) -> int:
     text = README.read_text()
     with tempfile.TemporaryDirectory() as tmp, Server({}, Path(tmp) / "server.log") as server:
         new = render(text, outputs(commands(text), server))
+        example = json.dumps(json.loads(run(["curl", "-s", "-F", "file=@examples/alexa.flac",
+                                             f"{server.url}/v1/classify?top_k=2"])), indent=2) + "\n"
     if a.check:
-        if TIMING.sub(r"\1_", new) != TIMING.sub(r"\1_", text):
-            print("README.md's example outputs are out of date: run `python -m tools.readme_examples`")
+        current = [(TIMING.sub(r"\1_", new), TIMING.sub(r"\1_", text)),
+                   (TIMING.sub(r"\1_", example), TIMING.sub(r"\1_", OPENAPI_EXAMPLE.read_text()))]
+        if any(now != written for now, written in current):
+            print("README.md's example outputs or the OpenAPI example are out of date: "
+                  "run `python -m tools.readme_examples`")
             return 1
-        print("README.md's example outputs are current")
+        print("README.md's example outputs and the OpenAPI example are current")
         return 0
     README.write_text(new)
-    print(f"wrote {len(commands(text))} example outputs into {README.relative_to(ROOT)}")
+    OPENAPI_EXAMPLE.write_text(example)
+    print(f"wrote {len(commands(text))} example outputs into {README.relative_to(ROOT)} and the OpenAPI example "
+          f"into {OPENAPI_EXAMPLE.relative_to(ROOT)}")
     return 0
 
 

@@ -13,7 +13,13 @@ sit on top. Training and export (diffres.train) need the `train` extra.
 from __future__ import annotations
 
 from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = version("diffres")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 if TYPE_CHECKING:
     from diffres.api import Classifier, available_models

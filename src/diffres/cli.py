@@ -24,6 +24,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from diffres import __version__
+
 OK, FAILED, USAGE = 0, 1, 2
 LONG_FILE_S = 30.0  # files at least this long get a progress bar of their own
 
@@ -31,22 +33,12 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
-def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed
-
-    try:
-        return installed("diffres")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def parser() -> argparse.ArgumentParser:
     from diffres.train.options import add_export_arguments, add_train_arguments
 
     p = argparse.ArgumentParser(prog="diffres", description=__doc__.split("\n\n")[0],
                                 epilog="Exit status: 0 ok, 1 a file, model or service failed, 2 usage error.")
-    p.add_argument("--version", action="version", version=f"diffres {version()}")
+    p.add_argument("--version", action="version", version=f"diffres {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the service (REST, OIP v2, stream, demo page) in the foreground",

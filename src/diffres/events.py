@@ -86,9 +86,13 @@ class EventRules:
         thresholds = tuple(per_label.get(x, default) for x in info.labels)
         return cls(info.labels, thresholds, info.background_index)
 
+    def passes(self, index: int, probability: float) -> bool:
+        """Whether label `index` at this probability reaches its threshold (the background label never does)."""
+        return index != self.background_index and probability >= self.thresholds[index]
+
     def firing(self, probs: np.ndarray) -> int | None:
         """Index of the label this window fires for, or None."""
-        candidates = [i for i, p in enumerate(probs) if i != self.background_index and p >= self.thresholds[i]]
+        candidates = [i for i, p in enumerate(probs) if self.passes(i, float(p))]
         return max(candidates, key=lambda i: probs[i]) if candidates else None
 
 

@@ -52,6 +52,7 @@ class ClassifyOptions:
     top_k: int = 5
     include_importance: bool = False
     include_spectrogram: bool = False
+    include_segments: bool = True
     min_score: float | None = None
     thresholds: Mapping[str, float] = field(default_factory=dict)
 
@@ -70,10 +71,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def top_predictions(probs: np.ndarray, labels: Sequence[str], k: int) -> list[Prediction]:
-    """Best first; k above the number of labels returns them all."""
+def top_predictions(probs: np.ndarray, rules: EventRules, k: int) -> list[Prediction]:
+    """Best first, each with whether it reached its event threshold; k above the number of labels: all."""
     order = np.argsort(-probs, kind="stable")[:k]
-    return [Prediction(label=labels[i], score=float(probs[i])) for i in order]
+    return [Prediction(label=rules.labels[i], score=float(probs[i]), passed=rules.passes(int(i), float(probs[i])))
+            for i in order]
 
 
 @dataclass
@@ -112,13 +114,13 @@ class Answer:
         """One window's outputs (start and length in model-rate samples)."""
         assert out.logits is not None
         probs = softmax(out.logits)
-        predictions = top_predictions(probs, self.info.labels, self.options.top_k)
+        predictions = top_predictions(probs, self.tracker.rules, self.options.top_k)
         self.windows += 1
         self.frames_in += out.frames_in
         self.frames_out += out.frames_out
         if self.first is None and self.options.include_spectrogram:
             self.first = out
-        if self.segments is not None:
+        if self.segments is not None and self.options.include_segments:
             sr = self.info.sample_rate
             self.segments.append(Segment(start_s=start / sr, end_s=(start + length) / sr, predictions=predictions,
                                          frames=Frames.of(out.frames_in, out.frames_out)))
@@ -138,7 +140,12 @@ class Answer:
         """Clip level: each label's best window probability (the background label's lowest)."""
         if not self.windows:
             return []
-        return top_predictions(self.tracker.clip_scores(), self.info.labels, self.options.top_k)
+        return top_predictions(self.tracker.clip_scores(), self.tracker.rules, self.options.top_k)
+
+    @property
+    def min_score(self) -> float:
+        """The default event threshold in effect (labels in `thresholds` use their own)."""
+        return self.info.min_score if self.options.min_score is None else self.options.min_score
 
     def importance(self, total_samples: int) -> list[float] | None:
         """The importance curve over the whole audio (mean where windows overlap)."""
@@ -153,7 +160,8 @@ class Answer:
             return None
         importance = out.importance.astype(np.float64)
         return Spectrogram(hop_s=self.info.backbone_hop / self.info.sample_rate,  # the frontend's own grid
-                           logmel=np.round(out.logmel, 2).tolist(), importance=np.round(importance, 5).tolist(),
+                           logmel=np.round(out.logmel.astype(np.float64), 2).tolist(),
+                           importance=np.round(importance, IMPORTANCE_DECIMALS).tolist(),
                            boundaries=np.round(boundaries(importance), 4).tolist(),
                            merged=np.round(merged_logmel(out.logmel, importance), 2).tolist())
 
@@ -314,8 +322,9 @@ class Pipeline:
         return ClassifyResult(
             model=self.info.name, model_version=self.info.version, duration_s=stream.duration_s,
             sample_rate=info.sample_rate, channels=info.channels, format=f"{info.format}/{info.subtype}",
-            predictions=answer.predictions(), frames=Frames.of(answer.frames_in, answer.frames_out),
-            timing_ms=clock.timing(), segments=answer.segments if reader.windowed else None,
+            detected=bool(events), min_score=answer.min_score, predictions=answer.predictions(),
+            frames=Frames.of(answer.frames_in, answer.frames_out), timing_ms=clock.timing(),
+            segments=answer.segments if reader.windowed and answer.options.include_segments else None,
             windowing=windowing if reader.windowed else None, importance=importance,
             importance_hop_s=self.plan.frame_hop / sr if importance is not None else None,
             spectrogram=None if reader.windowed else answer.spectrogram(), events=events,

@@ -1,23 +1,43 @@
 """The answer's types: what `Classifier.classify`, `Client.classify` and the REST API all return.
 
 They are the public JSON contract: the service serialises these models, the client parses its
-answers back into them, and `result.model_dump(exclude_none=True)` is the REST JSON for the same
-audio and options. Pydantic only, so every layer may import them.
+answers back into them, and `result.to_json()` is the REST JSON for the same audio and options.
+Pydantic only, so every layer may import them.
+
+Precision: probabilities and scores are rounded to 6 decimals, event and window bounds to 3
+(milliseconds), durations to 6, `frames.reduction` to 4, importance to 5, log-mel values to 2,
+timings to 3 (microseconds of a millisecond figure). Rounding happens when a value enters these
+types, so every door gives the same digits.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+SCORE_DECIMALS, SECONDS_DECIMALS, DURATION_DECIMALS, SHARE_DECIMALS = 6, 3, 6, 4
+
+
+def _rounded(decimals: int) -> AfterValidator:
+    return AfterValidator(lambda value: round(value, decimals))
+
+
+Score = Annotated[float, _rounded(SCORE_DECIMALS)]
+Seconds = Annotated[float, _rounded(SECONDS_DECIMALS)]
+Duration = Annotated[float, _rounded(DURATION_DECIMALS)]
+Share = Annotated[float, _rounded(SHARE_DECIMALS)]
 
 
 class Prediction(BaseModel):
-    """One label and its probability."""
+    """One label, its probability, and whether that reached the label's event threshold."""
 
     label: str
-    score: float = Field(description="Softmax probability (clip level of windowed audio: the best window's; "
-                                     "for the background label the lowest window's)")
+    score: Score = Field(description="Softmax probability (clip level of windowed audio: the best window's; "
+                                     "for the background label the lowest window's), 6 decimals")
+    passed: bool = Field(description="The score reached this label's event threshold (min_score, or its own in "
+                                     "`thresholds`); always false for the background label, which never makes "
+                                     "events")
 
 
 class Frames(BaseModel):
@@ -25,7 +45,7 @@ class Frames(BaseModel):
 
     input: int = Field(description="Spectrogram frames entering DiffRes (sum over windows)")
     output: int = Field(description="Frames the classifier saw after DiffRes (sum over windows)")
-    reduction: float = Field(description="1 - output / input")
+    reduction: Share = Field(description="1 - output / input, 4 decimals")
 
     @classmethod
     def of(cls, frames_in: int, frames_out: int) -> Frames:
@@ -43,9 +63,9 @@ class Timing(BaseModel):
 class Segment(BaseModel):
     """One window of windowed audio and its own top labels."""
 
-    start_s: float
-    end_s: float
-    predictions: list[Prediction]
+    start_s: Seconds
+    end_s: Seconds
+    predictions: list[Prediction] = Field(description="This window's top-k labels, best first")
     frames: Frames
 
 
@@ -62,9 +82,9 @@ class Event(BaseModel):
     """A detected sound: consecutive windows firing for one label, bounds refined with DiffRes importance."""
 
     label: str
-    start_s: float = Field(description="Onset, seconds from the start of the audio")
-    end_s: float = Field(description="Offset, seconds from the start of the audio")
-    score: float = Field(description="Best probability of the label over the event's windows")
+    start_s: Seconds = Field(description="Onset, seconds from the start of the audio (3 decimals)")
+    end_s: Seconds = Field(description="Offset, seconds from the start of the audio (3 decimals)")
+    score: Score = Field(description="Best probability of the label over the event's windows")
 
 
 class Spectrogram(BaseModel):
@@ -88,14 +108,20 @@ class ClassifyResult(BaseModel):
 
     model: str
     model_version: str
-    duration_s: float = Field(description="Duration of the audio")
+    duration_s: Duration = Field(description="Duration of the audio")
     sample_rate: int = Field(description="Sample rate of the audio as sent (the model's may differ)")
     channels: int
     format: str
-    predictions: list[Prediction] = Field(description="Top-k labels, best first, clip level")
+    detected: bool = Field(description="At least one event: some label's window reached its threshold; false "
+                                       "means nothing was detected above the threshold")
+    min_score: float = Field(description="The event threshold in effect (the request's min_score, else the "
+                                         "model's); labels named in `thresholds` use their own")
+    predictions: list[Prediction] = Field(description="Top-k labels, best first, clip level: each label's best "
+                                                      "window score (the background label's lowest)")
     frames: Frames
     timing_ms: Timing
-    segments: list[Segment] | None = Field(None, description="Per-window results when the audio was windowed")
+    segments: list[Segment] | None = Field(None, description="Per-window results when the audio was windowed "
+                                                             "(left out with include_segments=false)")
     windowing: Windowing | None = None
     importance: list[float] | None = Field(None, description="Per-frame DiffRes importance (include_importance)")
     importance_hop_s: float | None = Field(None, description="Seconds between importance frames")
@@ -195,18 +221,18 @@ class StreamEvent(BaseModel):
 
     type: Literal["onset", "event"]
     label: str
-    start_s: float
-    end_s: float
-    score: float
-    stream_s: float = Field(description="Seconds of audio received when the message was sent")
+    start_s: Seconds
+    end_s: Seconds
+    score: Score
+    stream_s: Seconds = Field(description="Seconds of audio received when the message was sent")
 
 
 class StreamWindow(BaseModel):
     """One classified window (with windows=true)."""
 
     type: Literal["window"] = "window"
-    start_s: float
-    end_s: float
+    start_s: Seconds
+    end_s: Seconds
     predictions: list[Prediction]
 
 
@@ -214,9 +240,10 @@ class StreamEnd(BaseModel):
     """Last message: the stream's totals and clip-level labels."""
 
     type: Literal["end"] = "end"
-    duration_s: float
+    duration_s: Duration
     windows: int
     events: int
+    detected: bool = Field(description="At least one event in the whole stream")
     predictions: list[Prediction]
 
 

@@ -13,14 +13,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from diffres import __version__
 from diffres.decode import preload_ffmpeg
 from diffres.schemas import ErrorResponse
 from diffres.server.access import install_api_keys, install_cors
 from diffres.server.admission import ByteBudget
 from diffres.server.config import Settings, get_settings
+from diffres.server.deps import known_query_parameters
 from diffres.server.demo import install_demo
+from diffres.server.docs import install_docs
 from diffres.server.errors import install_error_handlers
 from diffres.server.http_guard import guarded_protocol
 from diffres.server.logs import configure_logging
@@ -46,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not logging.getLogger().handlers:  # e.g. `uvicorn diffres.server.asgi:app`: still JSON logs with request ids
-            configure_logging(settings.log_level)
+            configure_logging(settings.log_level, settings.log_format)
         registry = ModelRegistry(settings, metrics)
         app.state.registry = registry
         loading = asyncio.create_task(registry.start(), name="load-models")
@@ -58,8 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await registry.close()
             log.info("shut down: batchers drained")
 
-    app = FastAPI(title="DiffRes audio classification", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="DiffRes audio classification", version=__version__, lifespan=lifespan,
                   responses=TRANSPORT_ERRORS,  # type: ignore[arg-type]
+                  dependencies=[Depends(known_query_parameters)], docs_url=None, redoc_url=None,
                   description="Audio classification with DiffRes (learnt temporal resolution) on onnxruntime. "
                               "Errors are `{\"error\": {\"code\", \"message\"}}` (OIP /v2 routes: "
                               "`{\"error\": \"message\"}`).")
@@ -75,13 +79,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2_router)
     app.include_router(stream_router)
     install_demo(app)
+    install_docs(app)
     return app
 
 
 def serve(settings: Settings | None = None) -> None:
     """Run the service with uvicorn in the foreground: the settings' host, port and connection limits."""
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

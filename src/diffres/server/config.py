@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -105,7 +105,10 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="A stream that sends nothing for this long is closed (close code 4408).")
     stream_max_chunk_bytes: int = Field(
         default=1 * MiB, ge=64, description="Largest binary message of a stream; larger ones close it (1009).")
-    log_level: str = Field(default="INFO", description="Log level of the JSON logs.")
+    log_level: str = Field(default="INFO", description="Log level.")
+    log_format: Literal["auto", "text", "json"] = Field(
+        default="auto", description="Logs as text lines for people or JSON lines for machines; auto: text when "
+                                    "stderr is a terminal, JSON otherwise (the image sets json).")
     # Browser apps and access control (server/access.py); both off by default.
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -123,6 +126,12 @@ class Settings(BaseSettings):
         default=0.0, ge=0, description="GPUs each Ray replica reserves (1: one GPU each; 0: CPU only).")
     ray_metrics_port: int = Field(
         default=8080, ge=1, le=65535, description="Port of Ray's Prometheus endpoint (every replica's metrics).")
+
+    @property
+    def public_url(self) -> str:
+        """Where a person on this machine reaches the service (a wildcard bind address shown as loopback)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}/"
 
     @field_validator("providers", "cors_origins", "api_keys", mode="before")
     @classmethod

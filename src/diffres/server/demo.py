@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 STATIC_DIR = Path(__file__).parent / "static"
+STATIC_URL = "/static"
 router = APIRouter()
 
 
@@ -26,4 +27,4 @@ async def index(request: Request) -> Response:
 
 def install_demo(app: FastAPI) -> None:
     app.include_router(router)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="static")

@@ -1,11 +1,16 @@
-"""What route handlers depend on, as FastAPI dependencies: the settings, the model registry, the metrics."""
+"""What route handlers depend on, as FastAPI dependencies: the settings, the model registry, the metrics,
+and the one rule every route shares: a query parameter it does not take is a 422 that names it."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
+from fastapi.dependencies.models import Dependant
+from pydantic import BaseModel
 
+from diffres.errors import InvalidParameters
 from diffres.server.config import Settings
 from diffres.server.metrics import Metrics
 from diffres.server.registry import ModelRegistry
@@ -26,3 +31,30 @@ def _metrics(request: Request) -> Metrics:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters a route takes, its query models' fields included."""
+    names: set[str] = set()
+    for param in dependant.query_params:
+        kind = param.field_info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            names |= {f.alias or n for n, f in kind.model_fields.items()}
+        else:
+            names.add(param.alias)
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def known_query_parameters(request: HTTPConnection) -> None:
+    """422 for a query parameter the route does not take (a typo such as `?topk=1` must not pass silently).
+    The WebSocket stream checks its own (its parameters model forbids others)."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None or not request.query_params or request.scope["type"] != "http":
+        return
+    allowed = _query_names(dependant)
+    unknown = sorted(k for k in request.query_params if k not in allowed)
+    if unknown:
+        takes = f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"
+        raise InvalidParameters(f"unknown query parameter {unknown[0]!r} for {request.url.path}: {takes}")

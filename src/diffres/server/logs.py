@@ -1,4 +1,8 @@
-"""JSON logs, one object per line, each carrying the request id of the request that caused it."""
+"""Logs for people (text, in a terminal) or for machines (JSON lines), each with the request id behind it.
+
+DIFFRES_LOG_FORMAT: `text`, `json`, or `auto` (the default: text when stderr is a terminal, JSON
+otherwise; the image sets json).
+"""
 
 from __future__ import annotations
 
@@ -33,10 +37,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Route the root logger (and uvicorn's, which propagate to it) through one JSON handler on stderr."""
+class TextFormatter(logging.Formatter):
+    """`12:00:01.234 INFO  message (12.3 ms) [request id]`: what a person reads in a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
+        line = f"{stamp} {record.levelname:<5} {record.getMessage()}"
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict) and "duration_ms" in fields:
+            line += f" ({fields['duration_ms']:.1f} ms)"
+        request_id = getattr(record, "request_id", None) or request_id_var.get()
+        if request_id:
+            line += f" [{request_id[:8]}]"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure_logging(level: str = "INFO", log_format: str = "auto") -> None:
+    """Route the root logger (and uvicorn's, which propagate to it) through one handler on stderr."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    text = log_format == "text" or (log_format == "auto" and sys.stderr.isatty())
+    handler.setFormatter(TextFormatter() if text else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

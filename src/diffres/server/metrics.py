@@ -1,11 +1,20 @@
-"""Prometheus metrics, on a registry owned by the app (several apps in one process do not collide)."""
+"""Prometheus metrics, on a registry owned by the app (several apps in one process do not collide).
+
+Besides the service's own series: the process collector (RSS, CPU seconds, open files, start time),
+`diffres_model_info` (1 per loaded model, its version and delta as labels) and events per model and
+label. No `_created` series: they double every counter and histogram and nothing reads them.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics,
+                               generate_latest)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from diffres.contract import ModelInfo
 from diffres.server.batching import BatchStats
+
+disable_created_metrics()
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -49,6 +58,11 @@ class Metrics:
         self.frames_out = Counter("diffres_frames_out_total", "Frames the classifier saw after DiffRes",
                                   ["model"], registry=r)
         self.ready = Gauge("diffres_ready", "1 once every model is loaded and warmed up", registry=r)
+        self.model_info = Gauge("diffres_model_info", "1 for each loaded model: its version and DiffRes delta",
+                                ["model", "version", "delta"], registry=r)
+        self.events = Counter("diffres_events_total", "Events detected (uploads and streams), by model and label",
+                              ["model", "label"], registry=r)
+        ProcessCollector(registry=r)
 
     def observe_batch(self, model: str, stats: BatchStats, depth: int) -> None:
         self.batch_size.labels(model).observe(stats.size)
@@ -64,6 +78,13 @@ class Metrics:
         self.audio_seconds.labels(model).inc(audio_seconds)
         self.frames_in.labels(model).inc(frames_in)
         self.frames_out.labels(model).inc(frames_out)
+
+    def observe_model(self, info: ModelInfo) -> None:
+        self.model_info.labels(info.name, info.version, f"{info.delta:g}").set(1)
+
+    def observe_events(self, model: str, labels: list[str]) -> None:
+        for label in labels:
+            self.events.labels(model, label).inc()
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

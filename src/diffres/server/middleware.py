@@ -21,6 +21,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from diffres.server.config import Settings
+from diffres.server.demo import STATIC_URL
+from diffres.server.docs import ASSETS_URL, PAGES
 from diffres.errors import DiffresError
 from diffres.server.logs import request_id_var
 from diffres.server.metrics import Metrics
@@ -30,6 +32,19 @@ REQUEST_ID = "X-Request-ID"
 CLIENT_CLOSED = 499  # nginx's "client closed request": the work was cancelled, nobody got an answer
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 UNTRACKED = frozenset({"/metrics", "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
+STATIC_FOLDERS = (STATIC_URL, ASSETS_URL)
+
+
+def route_name(scope: Scope) -> str:
+    """The route's template for metrics and logs: an API route's path, a page or static folder, else `unmatched`."""
+    route = getattr(scope.get("route"), "path", None)
+    if route:
+        return route
+    path = scope["path"]
+    if path in PAGES:
+        return path
+    folder = next((f for f in STATIC_FOLDERS if path.startswith(f + "/")), None)
+    return f"{folder}/{{file}}" if folder else "unmatched"
 
 
 class BodyTimeout(DiffresError):
@@ -157,8 +172,7 @@ class RequestContextMiddleware:
 
     def _record(self, scope: Scope, status: int, elapsed: float, tracked: bool, request_id: str,
                 outcome: str) -> None:
-        route = scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
+        template = route_name(scope)
         self.metrics.requests.labels(template, scope["method"], str(status)).inc()
         self.metrics.latency.labels(template, scope["method"]).observe(elapsed)
         if tracked:

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=SERVE_CONFIG, help="Ray Serve config (deploy/ray/serve.yaml)")
     args = parser.parse_args(argv)
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind through `finally` on SIGTERM too
     try:
         url = start(settings, args.config)

@@ -59,7 +59,7 @@ class DiffResReplica:
     async def __serve_build_asgi_app__(self) -> FastAPI:
         """Called by Ray after __init__; Ray then runs the app's lifespan (model loading starts)."""
         if not logging.getLogger().handlers:  # JSON lines, as from `diffres serve` (Ray forwards them)
-            configure_logging(self.settings.log_level)
+            configure_logging(self.settings.log_level, self.settings.log_format)
         self._web = create_app(self.settings)
         self._mirror_task = asyncio.create_task(self._mirror_metrics(), name="ray-metrics-mirror")
         log.info("replica app built: onnxruntime on %d CPU(s)", self.settings.cpus)

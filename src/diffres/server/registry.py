@@ -113,6 +113,7 @@ class LoadedModel:
             runner = LeaseRunner(lease, asyncio.get_running_loop())
             result = await run_to_completion(self.pipeline.classify, opened, runner, options, on_cancel=runner.cancel)
         self.metrics.observe_result(self.name, result.duration_s, result.frames.input, result.frames.output)
+        self.metrics.observe_events(self.name, [e.label for e in result.events or []])
         return result
 
     def run_batch(self, rows: list[np.ndarray], pad_to: int, outputs: Sequence[str]) -> list[RowOutput]:
@@ -186,6 +187,7 @@ class ModelRegistry:
         for model in loaded:
             model.batcher.start()
             self.models[model.name] = model
+            self.metrics.observe_model(model.info)
         if not self.models:
             self.status = f"no model could be loaded from the model folder ({len(self.failed)} failed)"
             log.error(self.status)
@@ -196,6 +198,8 @@ class ModelRegistry:
         self.status = "ready"
         self.metrics.ready.set(1)
         self._ready_event.set()
+        log.info("ready: %d model%s (%s), demo at %s", len(self.models), "" if len(self.models) == 1 else "s",
+                 ", ".join(sorted(self.models)), self.settings.public_url)
 
     @property
     def healthy(self) -> bool:

@@ -8,7 +8,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from diffres.errors import DiffresError, EmptyAudio, InvalidParameters
 from diffres.events import parse_thresholds
@@ -26,22 +26,30 @@ from diffres.schemas import (
 )
 from diffres.server.deps import MetricsDep, RegistryDep, SettingsDep
 from diffres.server.errors import error_response, public
+from diffres.server.openapi import AUDIO_BODY, BATCH_BODY, CLASSIFY_RESPONSES, ERRORS
 from diffres.server.registry import LoadedModel, ModelRegistry
-from diffres.server.uploads import Upload, receive_body
+from diffres.server.uploads import Body, Upload, receive_body
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
 
 class ClassifyParams(BaseModel):
-    """Query parameters of the classify routes (multipart form fields of the same names also work)."""
+    """Query parameters of the classify routes (multipart form fields of the same names also work); any other
+    parameter is refused (422), so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str | None = Field(None, max_length=100, description="Model name (file stem); default: the default model")
-    top_k: int = Field(5, ge=1, le=1000, description="Labels to return, best first (all if above the label count)")
-    include_importance: bool = Field(False, description="Add the per-frame DiffRes importance curve")
+    top_k: int = Field(5, ge=1, le=1000, description="Labels to return, best first, in `predictions` and in each "
+                                                     "segment (all of them if above the label count)")
+    include_importance: bool = Field(False, description="Add the per-frame DiffRes importance curve over the whole "
+                                                        "audio (`importance`, `importance_hop_s`)")
     include_spectrogram: bool = Field(
         False, description="Add the log-mel, importance and merged frames the classifier saw (`spectrogram`); "
                            "for audio that is not windowed (up to the model's long_audio_s)")
+    include_segments: bool = Field(True, description="Per-window results of windowed audio (`segments`); false "
+                                                     "leaves them out (a 10-minute file has ~400)")
     min_score: float | None = Field(
         None, ge=0, le=1, description="Event threshold: a window fires for its best non-background label when that "
                                       "label's probability reaches it; default: the model's min_score (GET /v1/models)")
@@ -66,36 +74,11 @@ def _check_early(registry: ModelRegistry, params: ClassifyParams) -> None:
         registry.get(params.model)
 
 
-AUDIO_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                               "properties": {"file": {"type": "string", "format": "binary"}}}},
-            "audio/*": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
-BATCH_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {"multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-            "file": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}}}}},
-    }
-}
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text} for code, text in {
-        400: "Undecodable, empty, non-finite or too short audio", 404: "Unknown model",
-        413: "Upload or audio duration over the limit", 415: "Unsupported content type",
-        422: "Invalid parameters", 503: "Not ready, or overloaded (see Retry-After)"}.items()
-}
-
-
 def options_of(params: ClassifyParams, model: LoadedModel) -> ClassifyOptions:
     """The request's options for the pipeline; 422 for thresholds the model cannot take, before decoding."""
     options = ClassifyOptions(top_k=params.top_k, include_importance=params.include_importance,
-                              include_spectrogram=params.include_spectrogram, min_score=params.min_score,
+                              include_spectrogram=params.include_spectrogram,
+                              include_segments=params.include_segments, min_score=params.min_score,
                               thresholds=parse_thresholds(params.thresholds))
     options.event_rules(model.info)
     return options
@@ -109,7 +92,7 @@ async def classify_upload(model: LoadedModel, upload: Upload, options: ClassifyO
 
 
 @router.post("/v1/classify", response_model=ClassifyResult, response_model_exclude_none=True,
-             responses=ERRORS, openapi_extra=AUDIO_BODY, tags=["classify"])
+             responses=CLASSIFY_RESPONSES, openapi_extra=AUDIO_BODY, tags=["classify"])
 async def classify(request: Request, params: Annotated[ClassifyParams, Query()], settings: SettingsDep,
                    registry: RegistryDep) -> ClassifyResult:
     """Classify one clip: multipart field `file`, or the raw body (audio/*, application/octet-stream).

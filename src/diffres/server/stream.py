@@ -48,7 +48,7 @@ from starlette.websockets import WebSocketDisconnect
 from diffres.contract import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from diffres.errors import DiffresError, InvalidParameters, ModelNotFound, Unavailable
 from diffres.events import parse_thresholds
-from diffres.pipeline import ClassifyOptions, LiveClassification, WindowStep, top_predictions
+from diffres.pipeline import ClassifyOptions, LiveClassification, WindowStep
 from diffres.schemas import Event, StreamEnd, StreamEvent, StreamReady, StreamWindow
 from diffres.server.batching import Lease, LeaseRunner
 from diffres.server.config import Settings
@@ -155,8 +155,9 @@ class StreamSession:
         for event in closing:
             await self._send_event("event", event)
         answer = self.live.answer
-        await self.ws.send_json(StreamEnd(duration_s=round(self.live.audio.duration_s, 6), windows=answer.windows,
-                                          events=self.events, predictions=answer.predictions()).model_dump())
+        await self.ws.send_json(StreamEnd(duration_s=self.live.audio.duration_s, windows=answer.windows,
+                                          events=self.events, detected=self.events > 0,
+                                          predictions=answer.predictions()).model_dump())
         await self.ws.close(CLOSE_NORMAL)
 
     async def _send_steps(self, steps: list[WindowStep]) -> None:
@@ -173,12 +174,13 @@ class StreamSession:
 
     async def _send_event(self, kind: Literal["onset", "event"], event: Event) -> None:
         self.events += 1
+        self.model.metrics.observe_events(self.model.name, [event.label])
         await self.ws.send_json(_event_message(kind, event, self.stream_s))
 
 
 def _event_message(kind: Literal["onset", "event"], event: Event, stream_s: float) -> dict[str, Any]:
     return StreamEvent(type=kind, label=event.label, start_s=event.start_s, end_s=event.end_s, score=event.score,
-                       stream_s=round(stream_s, 3)).model_dump()
+                       stream_s=stream_s).model_dump()
 
 
 def _params(ws: WebSocket) -> StreamParams:

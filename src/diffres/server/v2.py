@@ -82,7 +82,8 @@ class OipError(BaseModel):
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     texts = {400: "Invalid inference request or tensor", 404: "Unknown model",
              413: "Body or row over its limit (the message names the setting)",
-             415: "Unsupported content type", 503: "Not ready, overloaded or shutting down (see Retry-After)"}
+             415: "Unsupported content type", 422: "A query parameter this route does not take (named in the message)",
+             503: "Not ready, overloaded or shutting down (see Retry-After)"}
     return {c: {"model": OipError, "description": texts[c]} for c in codes}
 
 
@@ -102,7 +103,7 @@ INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Output tensors (JSON, or binary after the JSON header when asked for)",
           "content": {"application/json": {"schema": {"type": "object"}},
                       "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
-    **_errors(400, 404, 413, 415, 503)}
+    **_errors(400, 404, 413, 415, 422, 503)}
 
 
 ModelName = Annotated[str, Path(description="Model name (file stem)", examples=["keywords"])]
