@@ -1,4 +1,4 @@
-"""diffres/events.py: which windows fire, merging, thresholds, onset refinement, clip-level scores."""
+"""diffres/events.py: which windows support a label, the rule that makes an event, its bounds, clip scores."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from diffres.contract import ModelInfo
-from diffres.events import EventRules, EventTracker, locate, parse_thresholds
+from diffres.events import EventRules, EventTracker, locate, locate_last, parse_thresholds
 
 SR, HOP = 1000, 10  # 1 kHz, 10-sample frames: a window of 100 samples is 0.1 s and 10 frames
 LABELS = ("a", "b", "c")
@@ -28,8 +28,8 @@ def probs(label: str | None, score: float = 0.9, background: bool = True) -> np.
     return p
 
 
-def tracker(rules: EventRules, **kw: float) -> EventTracker:
-    return EventTracker(rules, sample_rate=SR, frame_hop=HOP, **kw)
+def tracker(rules: EventRules, hop: int = 50, **kw: float) -> EventTracker:
+    return EventTracker(rules, sample_rate=SR, frame_hop=HOP, hop=hop, **kw)
 
 
 def run(t: EventTracker, sequence: list[np.ndarray], window: int = 100, hop: int = 50,
@@ -77,10 +77,35 @@ def test_background_never_fires_and_the_most_probable_candidate_wins() -> None:
     assert rules.firing(np.array([0.1, 0.2, 0.1, 0.6])) is None  # nothing reaches its threshold
 
 
-def test_consecutive_windows_of_one_label_merge_and_others_split() -> None:
-    seq = [probs("a"), probs("a", 0.95), probs(None), probs("a", 0.8), probs("b"), probs("b"), probs(None)]
-    events = run(tracker(EventRules.for_model(info()), join_gap_s=0.0), seq)
-    assert events == [("a", 0.0, 0.15, 0.95), ("a", 0.15, 0.25, 0.8), ("b", 0.2, 0.35, 0.9)]
+def test_a_label_must_hold_for_event_windows_and_the_event_is_final_then() -> None:
+    t = tracker(EventRules.for_model(info()), hold=3)
+    assert [t.add(i * 50, 100, probs("a")) for i in range(2)] == [[], []]
+    assert t.add(100, 100, probs(None)) == []  # the run broke after 2 windows: no event
+    assert [t.add(150 + i * 50, 100, probs("a", 0.8 + i / 100)) for i in range(2)] == [[], []]
+    [event] = t.add(250, 100, probs("a", 0.95))  # the third window in a row: the event, at once
+    assert (event.label, event.score) == ("a", 0.95)
+    assert [t.add(300 + i * 50, 100, probs("a")) for i in range(5)] == [[]] * 5  # the same word: nothing more
+    assert t.finish() == []
+
+
+def test_onset_notices_mark_where_runs_start() -> None:
+    t = tracker(EventRules.for_model(info()), hold=2)
+    t.add(0, 100, probs(None))
+    assert t.onset is None
+    t.add(50, 100, probs("b", 0.7))
+    assert t.onset is not None and (t.onset.label, t.onset.start_s, t.onset.end_s) == ("b", 0.05, 0.15)
+    t.add(100, 100, probs("b"))
+    assert t.onset is None  # the run goes on
+
+
+def test_a_run_open_when_the_audio_ends_makes_its_event() -> None:
+    """A stream's last windows, and a clip that runs as one window, cannot hold for more windows."""
+    t = tracker(EventRules.for_model(info()), hold=3)
+    assert t.add(0, 100, probs(None)) == [] and t.add(50, 100, probs("c", 0.8)) == []
+    assert [(e.label, e.score) for e in t.finish()] == [("c", 0.8)]
+    whole = tracker(EventRules.for_model(info()), hold=3)
+    assert whole.add(0, 700, probs("a")) == []
+    assert [e.label for e in whole.finish()] == ["a"]
 
 
 def test_thresholds_decide_what_is_an_event() -> None:
@@ -97,13 +122,14 @@ def test_a_model_without_background_fires_on_its_top_label() -> None:
     rules = EventRules.for_model(info(background=False))
     seq = [probs("c", 0.45, background=False), probs("c", 0.55, background=False),
            probs("a", 0.9, background=False)]
-    assert [e[:3] for e in run(tracker(rules), seq)] == [("c", 0.05, 0.15), ("a", 0.1, 0.2)]
+    assert [e[0] for e in run(tracker(rules), seq)] == ["c", "a"]
 
 
-def test_an_endless_run_is_cut_into_bounded_events() -> None:
-    t = tracker(EventRules.for_model(info()), max_event_windows=4)
-    events = run(t, [probs("a")] * 10)
-    assert len(events) == 3 and events[0][1:3] == (0.0, 0.25) and events[1][1] == 0.2
+def test_a_run_keeps_one_windows_curves_however_long_it_goes() -> None:
+    t = tracker(EventRules.for_model(info()), hold=2)
+    for i in range(1000):
+        t.add(i * 50, 100, probs("a"), bump(10, 3, 7), bump(10, 3, 7, low=-60, high=-20))
+    assert t.run is not None and sum(c.size for c in t.run.curves.values()) == 20
 
 
 def test_clip_scores_are_best_window_and_least_background() -> None:
@@ -129,33 +155,45 @@ def test_locate_finds_the_salient_stretch_bridges_short_gaps_and_gives_up_on_fla
     assert locate(np.full(100, 0.5) + 0.01 * np.sin(np.arange(100)), min_contrast=0.15, max_gap=3) is None
 
 
-def test_importance_refines_onset_and_offset_inside_the_windows_and_energy_stands_in_when_it_is_flat() -> None:
-    # Two overlapping windows of 10 frames each (hop 5 frames); the sound is at frames 7-11 overall.
-    curves = [bump(11, 7, 11), bump(11, 2, 7)]
-    seq = [probs("a"), probs("a")]
+def test_locate_last_takes_the_stretch_reaching_the_end() -> None:
+    neighbour_then_word = np.maximum(bump(100, 10, 40), bump(100, 60, 80, high=0.8))
+    assert locate(neighbour_then_word, min_contrast=0.15, max_gap=3) == (10, 40)  # the most salient
+    assert locate_last(neighbour_then_word, min_contrast=0.15, max_gap=3) == (61, 79)  # the one at the end
+    assert locate_last(np.full(100, 0.5), min_contrast=0.15, max_gap=3) is None
+
+
+def test_an_event_ends_half_a_hop_before_its_first_window_ends_and_starts_where_its_sound_does() -> None:
+    """Windows of 1 s (100 frames) every 0.5 s; the run starts on the window at 1 s, so the word ends between
+    1.5 and 2 s (estimate 1.75 s); its sound is at frames 40-70 of that window: it starts at 1.4 s."""
     rules = EventRules.for_model(info())
-    assert run(tracker(rules), seq)[0][1:3] == (0.0, 0.15)  # no curve: the windows' bounds
-    assert run(tracker(rules, max_gap_s=0.0), seq, importance=curves)[0][1:3] == (0.07, 0.12)
-    flat = [np.full(11, 0.5)] * 2
-    assert run(tracker(rules), seq, importance=flat)[0][1:3] == (0.0, 0.15)  # no contrast says nothing
-    energy = [bump(11, 2, 8, low=-60, high=-20), bump(11, 0, 0, low=-60, high=-60)]  # loud at frames 2-8
-    assert run(tracker(rules), seq, importance=flat, energy=energy)[0][1:3] == pytest.approx((0.02, 0.08), abs=0.011)
-    assert run(tracker(rules, max_gap_s=0.0), seq, importance=curves, energy=energy)[0][1:3] == (0.07, 0.12)
+    seq = [probs(None), probs(None), probs("a"), probs("a")]
+    flat = np.full(100, 0.5)
+
+    def bounds(importance: list[np.ndarray], energy: list[np.ndarray] | None = None,
+               **kw: float) -> tuple[float, float]:
+        return run(tracker(rules, hop=500, hold=2, max_gap_s=0.0, **kw), seq, 1000, 500, importance, energy)[0][1:3]
+
+    assert bounds([flat, flat, bump(100, 40, 70), flat]) == (1.4, 1.75)
+    # Another voice just before the word, louder, is not the word: the stretch reaching the end is.
+    assert bounds([flat, flat, np.maximum(bump(100, 5, 25), bump(100, 45, 70, high=0.8)), flat]) == (1.46, 1.75)
+    # Flat importance: the log-mel energy stands in; everything flat: max_word_s before the end.
+    energy = [np.full(100, -60.0)] * 2 + [bump(100, 50, 70, low=-60, high=-20), np.full(100, -60.0)]
+    assert bounds([flat] * 4, energy) == (1.5, 1.75)
+    assert bounds([flat] * 4, max_word_s=0.2) == (1.55, 1.75)
 
 
-def test_close_runs_of_one_label_join_and_an_event_is_final_once_a_window_starts_after_it() -> None:
-    t = tracker(EventRules.for_model(info()), join_gap_s=0.0)
-    assert t.add(0, 100, probs("a")) == [] and t.add(50, 100, probs(None)) == []
-    # The end-aligned last window overlaps its predecessor: the same word seen again joins its event.
-    assert t.add(60, 100, probs("a", 0.7)) == []
-    assert [(e.start_s, e.end_s, e.score) for e in t.finish()] == [(0.0, 0.16, 0.9)]
-    t = tracker(EventRules.for_model(info()), join_gap_s=0.0)
-    t.add(0, 100, probs("a"))
-    assert t.add(50, 100, probs(None)) == []  # the event [0, 0.1] may still grow
-    assert [e.end_s for e in t.add(100, 100, probs(None))] == [0.1]  # this window starts after it: final
-    assert t.finish() == []
-    # With the default 0.5 s join gap, an "a" starting 0.4 s after the first one's end joins it; 0.6 s does not.
-    near = [probs("a")] + [probs(None)] * 9 + [probs("a")]  # the second starts at 0.5 s
-    assert [e[1:3] for e in run(tracker(EventRules.for_model(info())), near)] == [(0.0, 0.6)]
-    far = [probs("a")] + [probs(None)] * 11 + [probs("a")]  # at 0.6 s
-    assert [e[1:3] for e in run(tracker(EventRules.for_model(info())), far)] == [(0.0, 0.1), (0.6, 0.7)]
+def test_a_run_from_the_audios_first_window_takes_both_bounds_from_its_curve() -> None:
+    rules = EventRules.for_model(info())
+    seq = [probs("a"), probs("a"), probs(None)]
+    found = run(tracker(rules, hop=500, hold=2, max_gap_s=0.0), seq, 1000, 500, [bump(100, 20, 60)] * 3)
+    assert found[0][1:3] == (0.2, 0.6)
+    assert run(tracker(rules, hold=2), seq)[0][1:3] == (0.0, 0.1)  # no curve: the window's bounds
+
+
+def test_the_same_word_seen_again_within_the_join_gap_is_one_event() -> None:
+    rules = EventRules.for_model(info())
+    again = [probs("a"), probs(None), probs("a"), probs(None)]  # a dip inside one word
+    assert len(run(tracker(rules), again)) == 1
+    apart = [probs("a")] + [probs(None)] * 12 + [probs("a")]  # 0.6 s later: another word
+    assert [e[0] for e in run(tracker(rules), apart)] == ["a", "a"]
+    assert len(run(tracker(rules, join_gap_s=0.0), again)) == 2

@@ -36,11 +36,13 @@ async def test_models_list_the_background_label_and_default_threshold(tiny: Serv
 
 async def test_a_long_recording_answers_with_its_events_and_what_was_detected(tiny: Served) -> None:
     body = await classify(tiny, 10.0, [(2.0, 2.25), (7.0, 7.5)], "top_k=2")
+    # The first window touching each burst starts a hop (0.25 s) before it; the event ends half a hop before that
+    # window's end (the tiny model fires on any window touching a burst, a real one once it holds the word).
     assert [(e["label"], e["start_s"], e["end_s"]) for e in body["events"]] == [
-        ("mid", 1.75, 2.5), ("mid", 6.75, 7.75)]
+        ("mid", 1.75, 2.125), ("mid", 6.75, 7.125)]
     # Most windows are background, yet the clip-level answer says what was detected.
     assert body["predictions"][0]["label"] == "mid"
-    assert body["predictions"][0]["score"] == max(e["score"] for e in body["events"])
+    assert body["predictions"][0]["score"] >= max(e["score"] for e in body["events"])  # events: windows that made them
     quiet = await classify(tiny, 10.0, [])
     assert quiet["events"] == [] and quiet["predictions"][0]["label"] == "_background_"
 

@@ -34,8 +34,9 @@ BACKGROUND_W, BACKGROUND_B = [0.0, 0.0, -20.0], 3.0
 
 
 def build(path: Path, *, clip_seconds: float = 0.5, name_version: str = "tiny-1", background: bool = False,
-          min_score: float = 0.5) -> Path:
-    """Write the model to `path` and return it; `background` adds a background label (last)."""
+          min_score: float = 0.5, window_hop_s: float | None = None, event_windows: int = 1) -> Path:
+    """Write the model to `path` and return it; `background` adds a background label (last); the event rule
+    defaults to half-window hops and one window."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -90,7 +91,8 @@ def build(path: Path, *, clip_seconds: float = 0.5, name_version: str = "tiny-1"
     meta = {"contract": CONTRACT_VERSION, "labels": json.dumps(list(labels)), "sample_rate": str(SAMPLE_RATE),
             "delta": str(DELTA), "hop_ms": str(HOP_MS), "win_ms": "25.0", "n_mels": str(N_MELS),
             "clip_seconds": str(clip_seconds), "frontend": "tiny", "resolution": "diffres", "version": name_version,
-            "background_label": BACKGROUND if background else "", "min_score": str(min_score)}
+            "background_label": BACKGROUND if background else "", "min_score": str(min_score),
+            "window_hop_s": str(window_hop_s or clip_seconds / 2), "event_windows": str(event_windows)}
     helper.set_model_props(model, meta)
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -54,13 +54,15 @@ class Classifier:
 
     def __init__(self, model: OnnxModel, *, batch_size: int = BATCH_SIZE, window_s: float | None = None,
                  window_hop_s: float | None = None, long_audio_s: float | None = None,
-                 min_duration_s: float | None = None, max_duration_s: float = math.inf) -> None:
+                 min_duration_s: float | None = None, max_duration_s: float = math.inf,
+                 event_windows: int | None = None) -> None:
         if batch_size < 1:
             raise InvalidParameters(f"batch_size must be at least 1, got {batch_size}")
         self.model = model
         self.batch_size = batch_size
         plan = WindowPlan.for_model(model.info, window_s=window_s, window_hop_s=window_hop_s,
-                                    long_audio_s=long_audio_s, min_duration_s=min_duration_s)
+                                    long_audio_s=long_audio_s, min_duration_s=min_duration_s,
+                                    event_windows=event_windows)
         self.pipeline = Pipeline(model.info, plan, max_duration_s=max_duration_s)
 
     @classmethod
@@ -70,7 +72,8 @@ class Classifier:
 
         `threads`: onnxruntime intra-op threads (0: the CPUs this process may use); `providers`:
         onnxruntime execution providers (none: CUDA when installed, else CPU); `plan`: window_s,
-        window_hop_s, long_audio_s, min_duration_s, max_duration_s (the service's settings of those names).
+        window_hop_s, long_audio_s, min_duration_s, max_duration_s, event_windows (the service's settings
+        of those names).
         """
         onnx_model = OnnxModel.load(model_path(model), providers=providers, intra_op_threads=threads)
         return cls(onnx_model, batch_size=batch_size, **plan)  # type: ignore[arg-type]

@@ -231,18 +231,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return FAILED
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # a model that cannot load, a service that cannot be reached
-        from diffres.errors import DiffresError
+    except BrokenPipeError:  # the reader went away (`diffres models --json | head`): nothing left to say
+        sys.stderr.close()
+        return OK
+    except Exception as exc:
+        message = failure(exc)
+        if message is None:
+            raise
+        err.print(f"[red]{message}[/red]")
+        return FAILED
 
-        if isinstance(exc, DiffresError):
-            err.print(f"[red]{exc.message}[/red] ({exc.code})")
-            return FAILED
-        import httpx
 
-        if isinstance(exc, httpx.TransportError):
-            err.print(f"[red]cannot reach the service: {exc}[/red]")
-            return FAILED
-        raise
+def failure(exc: Exception) -> str | None:
+    """What to tell a person about an expected failure (bad input, settings, model, network); None: a bug."""
+    import httpx
+    from pydantic import ValidationError
+
+    from diffres.errors import DiffresError
+
+    if isinstance(exc, DiffresError):
+        return f"{exc.message} ({exc.code})"
+    if isinstance(exc, httpx.TransportError):
+        return f"cannot reach the service: {exc}"
+    if isinstance(exc, ValidationError):  # a DIFFRES_* setting the service cannot take
+        problems = "; ".join(f"DIFFRES_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        return f"invalid settings: {problems}"
+    return None
 
 
 if __name__ == "__main__":

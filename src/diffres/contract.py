@@ -3,7 +3,7 @@
 Standard library only: the model (torch), the exporter and the torch-free runtime all import it,
 so a shape rule written here is the one every side uses.
 
-Graph (contract version 2):
+Graph (contract version 3; version 2 lacked the event rule's metadata, window_hop_s and event_windows):
   inputs   waveform   float32 [batch, samples]  rows zero-padded to the longest
            lengths    int64   [batch]           valid samples per row (row i runs as if alone)
   outputs  logits     float32 [batch, classes]
@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-CONTRACT_VERSION = "2"
+CONTRACT_VERSION = "3"
 
 WAVEFORM = "waveform"
 LENGTHS = "lengths"
@@ -40,9 +40,12 @@ DATATYPES = {WAVEFORM: "FP32", LENGTHS: "INT64", LOGITS: "FP32", IMPORTANCE: "FP
 RESOLUTIONS = ("diffres", "full", "avgpool", "avgmaxpool", "changehop")
 # Metadata the exporter always writes; a model without one of them is refused, never given defaults.
 # background_label: the label meaning "no target sound" ("" when the model has none); min_score: the
-# default event threshold, chosen on validation data at training time.
+# default event threshold; window_hop_s: how far apart long audio's windows start; event_windows: how
+# many consecutive windows a label must hold to be an event. The last three are chosen on validation
+# data at training time (diffres/events.py says how they are used).
 METADATA_KEYS = ("contract", "labels", "sample_rate", "delta", "hop_ms", "win_ms", "n_mels",
-                 "clip_seconds", "frontend", "resolution", "version", "background_label", "min_score")
+                 "clip_seconds", "frontend", "resolution", "version", "background_label", "min_score",
+                 "window_hop_s", "event_windows")
 
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 768_000
@@ -97,6 +100,8 @@ class ModelInfo:
     version: str
     background_label: str = ""  # "" when the model has no background class
     min_score: float = 0.5
+    window_hop_s: float = 0.0  # 0: half the window (clip_seconds / 2)
+    event_windows: int = 1
 
     @property
     def background_index(self) -> int | None:
@@ -129,17 +134,18 @@ class ModelInfo:
         missing = [k for k in METADATA_KEYS if k not in meta]
         if missing:
             raise ContractError(f"model '{name}': metadata lacks {', '.join(missing)} "
-                                f"(re-export it with `python -m export`)")
+                                f"(re-export it with `diffres export`)")
         if meta["contract"] != CONTRACT_VERSION:
             raise ContractError(f"model '{name}': contract version {meta['contract']!r}, this runtime "
-                                f"serves {CONTRACT_VERSION!r} (re-export it with `python -m export`)")
+                                f"serves {CONTRACT_VERSION!r} (re-export it with `diffres export`)")
         try:
             labels = json.loads(meta["labels"])
             info = cls(name=name, labels=tuple(labels), sample_rate=int(meta["sample_rate"]),
                        delta=float(meta["delta"]), hop_ms=float(meta["hop_ms"]), win_ms=float(meta["win_ms"]),
                        n_mels=int(meta["n_mels"]), clip_seconds=float(meta["clip_seconds"]),
                        frontend=meta["frontend"], resolution=meta["resolution"], version=meta["version"],
-                       background_label=meta["background_label"], min_score=float(meta["min_score"]))
+                       background_label=meta["background_label"], min_score=float(meta["min_score"]),
+                       window_hop_s=float(meta["window_hop_s"]), event_windows=int(meta["event_windows"]))
         except (TypeError, ValueError) as exc:
             raise ContractError(f"model '{name}': malformed metadata: {exc}") from exc
         info.check()
@@ -171,6 +177,10 @@ class ModelInfo:
             fail(f"background_label {self.background_label!r} is not one of the labels")
         if not 0.0 <= self.min_score <= 1.0:
             fail(f"min_score {self.min_score} outside [0, 1]")
+        if not 0.0 < self.window_hop_s <= self.clip_seconds:
+            fail(f"window_hop_s {self.window_hop_s} outside (0, clip_seconds]")
+        if self.event_windows < 1:
+            fail(f"event_windows {self.event_windows} < 1")
 
     def to_metadata(self) -> dict[str, str]:
         """The metadata_props the exporter writes (inverse of from_metadata)."""
@@ -178,4 +188,5 @@ class ModelInfo:
                 "sample_rate": str(self.sample_rate), "delta": str(self.delta), "hop_ms": str(self.hop_ms),
                 "win_ms": str(self.win_ms), "n_mels": str(self.n_mels), "clip_seconds": str(self.clip_seconds),
                 "frontend": self.frontend, "resolution": self.resolution, "version": self.version,
-                "background_label": self.background_label, "min_score": str(self.min_score)}
+                "background_label": self.background_label, "min_score": str(self.min_score),
+                "window_hop_s": str(self.window_hop_s), "event_windows": str(self.event_windows)}

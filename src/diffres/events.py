@@ -1,38 +1,42 @@
-"""Sound events from classified windows: which windows fire, how they merge, where an event starts and ends.
+"""Sound events from classified windows: the decision rule, and where an event starts and ends.
 
 Torch-free and stateful in one direction only (windows arrive in order). The pipeline
 (diffres/pipeline.py) is its one user, so uploads, the WebSocket stream, the Python API and the
 event evaluation turn the same windows into the same events.
 
 Rules
-- A window *fires* for label L when L is not the background label and its probability is at least
-  L's threshold (`min_score` from the model's metadata unless the request overrides it, per label
-  if asked); when several labels fire, the most probable wins. A model without a background label
-  works the same way: every window whose top label reaches the threshold fires.
-- Consecutive windows firing for the same label merge into one event; a window that does not fire,
-  or fires for another label, closes it. An event's `score` is the best probability of its windows.
-  A closed event that starts less than `join_gap_s` (0.5 s) after the previous one of the same
-  label ends joins it (one word seen by two runs of windows, e.g. again by the end-aligned last
-  window), so an event is only final once a window starting `join_gap_s` after its end is classified.
-- Onset and offset: the union of the merged windows is seconds too wide (a window is a whole
-  training clip, 3.1 s for keywords). Inside that span a per-frame curve, averaged where windows
-  overlap, marks where the sound is. First choice: the DiffRes importance curve (1 on the frames
-  DiffRes keeps at full resolution, low on silence). `locate` smooths the curve over 5 frames, keeps
-  the frames above half way between its 10th percentile and its peak, bridges gaps shorter than
-  `max_gap_s`, and takes the run holding the most of the curve above the baseline. A flat curve
-  (spread under IMPORTANCE_CONTRAST) says nothing: a DiffRes that learnt near-uniform importance
-  (activeness ~0) gives no onsets. Then the same rule on the frames' log-mel energy (spread of at
-  least ENERGY_CONTRAST_DB), else the windows' bounds. tools/bench/events.py measures each choice alone.
-- Memory: only the open event's curve is held, and an event longer than `max_event_windows`
-  windows is closed and a new one opened, so an endless stream never grows.
+- A window *supports* label L when L is not the background label, its probability reaches L's
+  threshold (`min_score` from the model's metadata unless the request overrides it, per label if
+  asked), and no other label reaching its threshold is more probable. A model without a background
+  label works the same way.
+- A *run* is consecutive windows supporting one label; its first window raises an *onset* notice (a
+  candidate, for live use). The run makes an *event* once it holds `hold` windows (the model's
+  `event_windows`; windows start `window_hop_s` apart; both chosen on validation data): the event
+  is final at once, so a live stream learns of a word a few hops after it ends. A run still open
+  when the audio ends makes its event too, as no later window can hold it: a clip that runs as one
+  window makes its event that way.
+- One word, one event: a run that goes on after its event adds nothing, and a run of the same label
+  whose event would start less than `join_gap_s` after that label's last event ended is the same
+  word seen again.
+- Bounds come from the stretch that carries the label. A window supports a word once it holds all
+  of it, and windows move forward, so the word ends between the end of the window before the run
+  and the end of the run's first window: the event ends half a hop before that first window's end.
+  Its onset is where the word's sound begins: on the run's first window, the last salient stretch
+  reaching that end (`locate_last`) of the DiffRes importance curve (1 on the frames DiffRes keeps
+  at full resolution), or of the log-mel energy when importance is flat (spread under
+  IMPORTANCE_CONTRAST), searched back at most `max_word_s`; on flat curves, `max_word_s` before the
+  end. A run that starts on the audio's first window has no window before it to bound its end: both
+  bounds are the most salient stretch of its curve (`locate`), else the window's bounds.
+  tools/bench/events.py measures each choice.
+- Memory: a run keeps one window's curves, so an endless stream never grows.
 - Clip level: each label's best window probability ("what was detected"), and for the background
   label its lowest ("how sure that nothing is anywhere"), instead of a mean diluted by background.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,8 +46,9 @@ from diffres.schemas import Event
 
 IMPORTANCE_CONTRAST = 0.15  # importance is 0-1: less spread than this says nothing
 ENERGY_CONTRAST_DB = 6.0
-MAX_EVENT_WINDOWS = 64  # ~100 s for the keywords model: bounds the open event's memory
 JOIN_GAP_S = 0.5  # same-label events closer than this are one (nobody repeats a word within half a second)
+MAX_WORD_S = 1.5  # an onset is searched at most this far before the event's end
+MAX_GAP_S = 0.3  # quieter stretches inside a word up to this long do not split it
 
 
 def parse_thresholds(text: str) -> dict[str, float]:
@@ -102,8 +107,10 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
 
 
-def locate(curve: np.ndarray, *, min_contrast: float, max_gap: int, smooth: int = 5) -> tuple[int, int] | None:
-    """[start, end) frames of the most salient stretch of `curve`, or None when it is too flat to say."""
+def _salient_runs(curve: np.ndarray, min_contrast: float, max_gap: int,
+                  smooth: int = 5) -> tuple[list[tuple[int, int]], float] | None:
+    """[start, end) frames of the stretches standing out of `curve` (gaps up to max_gap bridged) and the
+    curve's baseline; None when the curve is too flat to say."""
     if len(curve) < 3:
         return None
     width = min(smooth, len(curve))
@@ -119,38 +126,23 @@ def locate(curve: np.ndarray, *, min_contrast: float, max_gap: int, smooth: int 
             merged[-1] = (merged[-1][0], end)
         else:
             merged.append((start, end))
+    return merged, low
+
+
+def locate(curve: np.ndarray, *, min_contrast: float, max_gap: int) -> tuple[int, int] | None:
+    """[start, end) frames of the most salient stretch of `curve` (most of it above the baseline)."""
+    found = _salient_runs(curve, min_contrast, max_gap)
+    if found is None:
+        return None
+    runs, low = found
     excess = np.clip(curve - low, 0, None)
-    return max(merged, key=lambda r: float(excess[r[0]:r[1]].sum()))
+    return max(runs, key=lambda r: float(excess[r[0]:r[1]].sum()))
 
 
-class _Curve:
-    """A per-frame curve stitched from overlapping windows (mean where they overlap)."""
-
-    def __init__(self) -> None:
-        self.total = np.zeros(0)
-        self.count = np.zeros(0)
-
-    def add(self, offset: int, values: np.ndarray) -> None:
-        end = offset + len(values)
-        if end > len(self.total):
-            grow = end - len(self.total)
-            self.total = np.concatenate([self.total, np.zeros(grow)])
-            self.count = np.concatenate([self.count, np.zeros(grow)])
-        self.total[offset:end] += values
-        self.count[offset:end] += 1
-
-    def mean(self) -> np.ndarray:
-        return np.divide(self.total, self.count, out=np.zeros_like(self.total), where=self.count > 0)
-
-
-@dataclass
-class _OpenEvent:
-    label: int
-    start: int  # samples
-    end: int
-    score: float
-    windows: int = 1
-    curves: dict[str, _Curve] = field(default_factory=dict)
+def locate_last(curve: np.ndarray, *, min_contrast: float, max_gap: int) -> tuple[int, int] | None:
+    """[start, end) frames of the last salient stretch of `curve`: the one reaching furthest towards its end."""
+    found = _salient_runs(curve, min_contrast, max_gap)
+    return None if found is None else found[0][-1]
 
 
 def frame_energy_db(logmel: np.ndarray) -> np.ndarray:
@@ -158,23 +150,40 @@ def frame_energy_db(logmel: np.ndarray) -> np.ndarray:
     return 10 * np.log10(np.mean(np.exp(logmel.astype(np.float64)), axis=1) + 1e-12)
 
 
-class EventTracker:
-    """Feed classified windows in order (`add`), collect the events they close, `finish` at the end.
+CURVES = (("importance", IMPORTANCE_CONTRAST), ("energy", ENERGY_CONTRAST_DB))  # tried in this order
 
-    Bounds: the importance curve when it has contrast (>= `IMPORTANCE_CONTRAST`), else the log-mel
-    energy when given and it has contrast (>= `ENERGY_CONTRAST_DB`), else the merged windows'.
-    Pass neither curve for window bounds.
+
+@dataclass
+class _Run:
+    """Consecutive windows supporting one label; the first window's curves place the event."""
+
+    label: int
+    start: int  # the first window's start, model-rate samples
+    length: int
+    opens_audio: bool  # the first window is the audio's first
+    curves: dict[str, np.ndarray]
+    windows: int = 0
+    score: float = 0.0
+    settled: bool = False  # its event was made (or joined an earlier one)
+
+
+class EventTracker:
+    """Feed classified windows in order (`add`), collect the events they settle, `finish` at the end.
+
+    `hop` is the plan's hop (samples between window starts), `hold` the windows a label must hold.
+    After each `add`, `onset` is the run that window started (window bounds), if any.
     """
 
-    def __init__(self, rules: EventRules, *, sample_rate: int, frame_hop: int, max_gap_s: float = 0.3,
-                 join_gap_s: float = JOIN_GAP_S, max_event_windows: int = MAX_EVENT_WINDOWS) -> None:
+    def __init__(self, rules: EventRules, *, sample_rate: int, frame_hop: int, hop: int, hold: int = 1,
+                 max_word_s: float = MAX_WORD_S, join_gap_s: float = JOIN_GAP_S, max_gap_s: float = MAX_GAP_S) -> None:
         self.rules = rules
-        self.sample_rate, self.frame_hop = sample_rate, frame_hop
+        self.sample_rate, self.frame_hop, self.hop, self.hold = sample_rate, frame_hop, hop, max(1, hold)
+        self.max_word = round(max_word_s * sample_rate)
+        self.join_gap = round(join_gap_s * sample_rate)
         self.max_gap = round(max_gap_s * sample_rate / frame_hop)
-        self.max_event_windows = max_event_windows
-        self.join_gap_s = join_gap_s
-        self.open: _OpenEvent | None = None
-        self.pending: Event | None = None  # closed, but a later run of windows may still join it
+        self.run: _Run | None = None
+        self.onset: Event | None = None
+        self.last_end: dict[int, int] = {}  # per label, where its last event ended (samples)
         n = len(rules.labels)
         self.best = np.zeros(n)  # clip level: best window probability per label
         self.least = np.ones(n)  # and the lowest, for the background label
@@ -183,70 +192,66 @@ class EventTracker:
     def add(self, start: int, length: int, probs: np.ndarray, importance: np.ndarray | None = None,
             energy_db: np.ndarray | None = None) -> list[Event]:
         """One window (start and length in model-rate samples, its softmax, its per-frame importance and
-        energy); the events that are final now."""
+        energy); the events it settles."""
         self.windows += 1
         np.maximum(self.best, probs, out=self.best)
         np.minimum(self.least, probs, out=self.least)
         label = self.rules.firing(probs)
-        closed: list[Event] = []
-        if self.open is not None and self.open.windows >= self.max_event_windows:
-            closed += [*self._flush(), self._close()]  # a capped event is final at once: nothing joins it
-        elif self.open is not None and label != self.open.label:
-            closed += self._settle(self._close())
-        if self.pending is not None and start >= (self.pending.end_s + self.join_gap_s) * self.sample_rate:
-            closed += self._flush()  # no later window can join it any more
+        self.onset = None
+        if self.run is not None and self.run.label != label:
+            self.run = None  # a run that did not hold long enough makes no event
         if label is None:
-            return closed
-        if self.open is None:
-            self.open = _OpenEvent(label, start, start + length, float(probs[label]))
-        else:
-            self.open.end = max(self.open.end, start + length)
-            self.open.score = max(self.open.score, float(probs[label]))
-            self.open.windows += 1
-        offset = round((start - self.open.start) / self.frame_hop)
-        for name, values in (("importance", importance), ("energy", energy_db)):
-            if values is not None:
-                self.open.curves.setdefault(name, _Curve()).add(offset, np.asarray(values, np.float64))
-        return closed
+            return []
+        if self.run is None:
+            curves = {name: np.asarray(values, np.float64) for name, values in
+                      (("importance", importance), ("energy", energy_db)) if values is not None}
+            self.run = _Run(label, start, length, self.windows == 1, curves)
+            sr = self.sample_rate
+            self.onset = Event(label=self.rules.labels[label], start_s=start / sr, end_s=(start + length) / sr,
+                               score=float(probs[label]))
+        run = self.run
+        run.windows += 1
+        run.score = max(run.score, float(probs[label]))
+        return self._settle(run) if run.windows >= self.hold and not run.settled else []
 
     def finish(self) -> list[Event]:
-        """The events still open or pending at the end of the audio."""
-        closed = self._settle(self._close()) if self.open is not None else []
-        return closed + self._flush()
+        """The audio is over: an open run that has not made its event makes it now."""
+        run, self.run, self.onset = self.run, None, None
+        return self._settle(run) if run is not None and not run.settled else []
 
-    def _flush(self) -> list[Event]:
-        pending, self.pending = self.pending, None
-        return [pending] if pending is not None else []
-
-    def _settle(self, event: Event) -> list[Event]:
-        """Hold `event` as pending, joining it to the pending one when close enough; what is final now."""
-        p = self.pending
-        if p is not None and p.label == event.label and event.start_s < p.end_s + self.join_gap_s:
-            self.pending = Event(label=p.label, start_s=min(p.start_s, event.start_s),
-                                 end_s=max(p.end_s, event.end_s), score=max(p.score, event.score))
+    def _settle(self, run: _Run) -> list[Event]:
+        run.settled = True
+        start, end = self._bounds(run)
+        last = self.last_end.get(run.label)
+        if last is not None and start < last + self.join_gap:
+            self.last_end[run.label] = max(last, end)  # the same word seen again
             return []
-        self.pending = event
-        return [p] if p is not None else []
-
-    def provisional(self) -> Event | None:
-        """The open event with its windows' bounds (for early notice while streaming)."""
-        o = self.open
-        return None if o is None else Event(label=self.rules.labels[o.label], start_s=o.start / self.sample_rate,
-                                            end_s=o.end / self.sample_rate, score=o.score)
-
-    def _close(self) -> Event:
-        o, self.open = self.open, None
-        assert o is not None
-        start, end = o.start, o.end
-        found = None
-        for name, contrast in (("importance", IMPORTANCE_CONTRAST), ("energy", ENERGY_CONTRAST_DB)):
-            if found is None and name in o.curves:
-                found = locate(o.curves[name].mean(), min_contrast=contrast, max_gap=self.max_gap)
-        if found is not None:
-            start, end = o.start + found[0] * self.frame_hop, min(o.end, o.start + found[1] * self.frame_hop)
+        self.last_end[run.label] = end
         sr = self.sample_rate
-        return Event(label=self.rules.labels[o.label], start_s=round(start / sr, 3), end_s=round(end / sr, 3),
-                     score=o.score)
+        return [Event(label=self.rules.labels[run.label], start_s=start / sr, end_s=end / sr, score=run.score)]
+
+    def _bounds(self, run: _Run) -> tuple[int, int]:
+        """[start, end) samples of the run's word (the module docstring says how)."""
+        fh = self.frame_hop
+        if run.opens_audio:
+            found = self._on_curve(run.curves, 0, None, locate)
+            if found is None:
+                return run.start, run.start + run.length
+            return run.start + found[0] * fh, min(run.start + run.length, run.start + found[1] * fh)
+        end = max(run.start + 1, run.start + run.length - self.hop // 2)
+        first = max(0, end - self.max_word - run.start) // fh
+        found = self._on_curve(run.curves, first, -(-(end - run.start) // fh), locate_last)
+        return (run.start + (first + found[0]) * fh if found is not None else max(run.start, end - self.max_word)), end
+
+    def _on_curve(self, curves: dict[str, np.ndarray], lo: int, hi: int | None,
+                  finder: Callable[..., tuple[int, int] | None]) -> tuple[int, int] | None:
+        """`finder` on frames [lo, hi) of the first curve (in CURVES order) with enough contrast."""
+        for name, contrast in CURVES:
+            if name in curves:
+                found = finder(curves[name][lo:hi], min_contrast=contrast, max_gap=self.max_gap)
+                if found is not None:
+                    return found
+        return None
 
     def clip_scores(self) -> np.ndarray:
         """Per label: the best window's probability; for the background label the lowest."""

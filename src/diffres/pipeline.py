@@ -87,7 +87,7 @@ class WindowStep:
     probs: np.ndarray
     predictions: list[Prediction]
     events: list[Event]  # final now, in the order they were settled
-    onset: Event | None  # an event this window opened (the windows' bounds: an early notice)
+    onset: Event | None  # a run of windows this window started (window bounds: an early notice)
     output: RowOutput  # the model's outputs for this window (importance, log-mel, frames)
 
 
@@ -102,7 +102,7 @@ class Answer:
                  keep_segments: bool = True) -> None:
         self.info, self.plan, self.options = info, plan, options
         self.tracker = EventTracker(options.event_rules(info), sample_rate=info.sample_rate,
-                                    frame_hop=plan.frame_hop)
+                                    frame_hop=plan.frame_hop, hop=plan.hop, hold=plan.event_windows)
         self.windows = 0
         self.frames_in = 0
         self.frames_out = 0
@@ -126,11 +126,9 @@ class Answer:
                                          frames=Frames.of(out.frames_in, out.frames_out)))
         if self._importance is not None and out.importance is not None:
             self._importance.add(round(start / self.plan.frame_hop), out.importance)
-        opened_before = self.tracker.open
         energy = None if out.logmel is None else frame_energy_db(out.logmel)
         events = self.tracker.add(start, length, probs, out.importance, energy)
-        onset = self.tracker.provisional() if self.tracker.open is not opened_before else None
-        return WindowStep(start, length, probs, predictions, events, onset, out)
+        return WindowStep(start, length, probs, predictions, events, self.tracker.onset, out)
 
     def finish(self) -> list[Event]:
         """The events still open or pending at the end of the audio."""
@@ -249,7 +247,8 @@ class Pipeline:
             name=i.name, labels=list(i.labels), sample_rate=sr, delta=i.delta, version=i.version,
             clip_seconds=i.clip_seconds, hop_ms=i.hop_ms, win_ms=i.win_ms, n_mels=i.n_mels, frontend=i.frontend,
             resolution=i.resolution, default=default, window_s=plan.window / sr, window_hop_s=plan.hop / sr,
-            long_audio_s=plan.long_threshold / sr, background_label=i.background_label, min_score=i.min_score)
+            long_audio_s=plan.long_threshold / sr, background_label=i.background_label, min_score=i.min_score,
+            event_windows=plan.event_windows)
 
     def open(self, source: AudioSource, sample_rate: int | None = None, *, started: float | None = None) -> Opened:
         """Open and check the header (rate, length) before any decoding; numpy samples need `sample_rate`."""

@@ -40,7 +40,7 @@ def check_io(session: ort.InferenceSession, name: str) -> None:
     outputs = [o.name for o in session.get_outputs()]
     if inputs != list(c.INPUTS) or any(o not in outputs for o in c.OUTPUTS):
         raise c.ContractError(f"model '{name}': expected inputs {list(c.INPUTS)} and outputs {list(c.OUTPUTS)}, "
-                              f"got {inputs} -> {outputs} (re-export it with `python -m export`)")
+                              f"got {inputs} -> {outputs} (re-export it with `diffres export`)")
 
 
 def pad_rows(rows: Sequence[np.ndarray], pad_to: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -84,7 +84,7 @@ class Event(BaseModel):
     label: str
     start_s: Seconds = Field(description="Onset, seconds from the start of the audio (3 decimals)")
     end_s: Seconds = Field(description="Offset, seconds from the start of the audio (3 decimals)")
-    score: Score = Field(description="Best probability of the label over the event's windows")
+    score: Score = Field(description="Best probability of the label over the windows that made the event")
 
 
 class Spectrogram(BaseModel):
@@ -185,6 +185,8 @@ class ModelDescription(BaseModel):
     long_audio_s: float
     background_label: str = Field("", description="The label meaning \"nothing here\" (never an event); \"\": none")
     min_score: float = Field(0.5, description="Default event threshold, chosen on validation data at training time")
+    event_windows: int = Field(1, description="Consecutive windows (window_hop_s apart) a label must hold to make "
+                                              "an event, chosen on validation data at training time")
 
 
 class ModelList(BaseModel):

@@ -1,9 +1,9 @@
 """python -m tools.bench [--quick] [--repeats N]: writes reports/bench.json and BENCHMARKS.md.
 
 1. onnxruntime throughput on 3 s clips, batch 1 and 8: every variant of the comparison
-   (compare/variants.py: full resolution, DiffRes, pooling and hop baselines, same backbone) in
+   (tools/compare/variants.py: full resolution, DiffRes, pooling and hop baselines, same backbone) in
    one interleaved loop, the frontend alone too for its share of the full model's time. The
-   comparison's speed table (README, reports/compare/RESULTS.md) quotes this section.
+   comparison's speed table (docs, reports/compare/RESULTS.md) quotes this section.
 2. PyTorch eager vs onnxruntime, batch 1 (DiffRes).
 3. Cost per audio-second and peak RSS from 1 s to 10 min (one call each, fresh process per length),
    and 1 h run as the service does (overlapping clip-length windows, batched).

@@ -14,7 +14,7 @@ FRONTEND_SHARE_GOAL = 0.15
 SCALING_GOAL = 1.2  # time per audio-second, 10 min over 10 s
 PEAK_RSS_GOAL_MB = 600.0
 _SHIPPED = ModelConfig()
-# The goals are the shipped estimator's: the comparison's variant with its size (compare/variants.py).
+# The goals are the shipped estimator's: the comparison's variant with its size (tools/compare/variants.py).
 GOAL_VARIANT = f"diffres-{{delta:g}}-est{_SHIPPED.estimator_channels}x{_SHIPPED.estimator_blocks}"
 
 
@@ -152,7 +152,7 @@ def markdown(r: dict) -> str:
     for name, why in (r.get("export_failures") or {}).items():
         L += ["", f"**{name} is missing**: its export failed ({why})."]
     L += ["", "`frontend` is the log-mel frontend alone (waveform -> log-mel, its own ONNX graph); its share of "
-          "`full` is goal 2. The other rows are the comparison's variants (`compare/variants.py`), same backbone."]
+          "`full` is goal 2. The other rows are the comparison's variants (`tools/compare/variants.py`), same backbone."]
 
     if r.get("estimator_sizes"):
         L += estimator_section(r["estimator_sizes"])

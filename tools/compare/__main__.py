@@ -7,9 +7,9 @@ writes RESULTS.md, results.json and a figure. Resumable: each finished run leave
 OUT/runs/<dataset>/<variant>/seed<k>.json (committed with the report) and is skipped next time;
 checkpoints go to --checkpoints, runs/compare/ (not committed). Budget: see EPOCHS; chosen for a 2-core CPU.
 Two workers on different datasets or seeds with --threads 1 share the 2 cores; --report-only re-summarises.
-It sits above model/, export/ and bench/: it trains, and takes its speed figures from the benchmark's
-report (reports/bench.json, which times every variant here), so README, BENCHMARKS.md and
-RESULTS.md quote one run of one clock (runtime/clock.py).
+It sits above diffres.train and tools/bench: it trains, and takes its speed figures from the benchmark's
+report (reports/bench.json, which times every variant here), so the docs, BENCHMARKS.md and
+RESULTS.md quote one run of one clock (diffres/clock.py).
 """
 
 from __future__ import annotations

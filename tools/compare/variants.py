@@ -1,6 +1,6 @@
 """The comparison's variants and budget: what `python -m tools.compare` trains and `python -m tools.bench` times.
 
-Standard library and model/config only (no torch), so the benchmark can export the same variants.
+Standard library and diffres.train.config only (no torch), so the benchmark can export the same variants.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`python -m tools.loadtest` (= `make loadtest`): service throughput under locust vs the in-process ceiling.
 
 Starts the service on 127.0.0.1 and a free port, then alternates in-process reference slices
-(the same model at batch 16 and batch 1 on 3 s clips, loadtest/inprocess.py) and locust load
+(the same model at batch 16 and batch 1 on 3 s clips, tools/loadtest/inprocess.py) and locust load
 rounds (reference, load, reference, ..., reference), so both sides see the same share of
 whatever else the machine is doing; each load round is compared with the slices on either side
 of it. Bounded in users and time; the server and locust are stopped on every exit path. Writes

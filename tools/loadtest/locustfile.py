@@ -4,7 +4,7 @@ Closed loop (no think time): N users = N requests in flight, which is what measu
 Run by `python -m tools.loadtest`, which passes the clip folder and where to write a summary through
 the environment; it also works alone against a running service:
 
-    locust -f loadtest/locustfile.py --headless -u 16 -r 16 --run-time 60s --host http://127.0.0.1:8000
+    locust -f tools/loadtest/locustfile.py --headless -u 16 -r 16 --run-time 60s --host http://127.0.0.1:8000
 
 Environment: LOADTEST_CLIPS (folder from loadtest.clips.build; default: built on the fly),
 LOADTEST_LONG_FRACTION (0.1), LOADTEST_MODEL (model query parameter), LOADTEST_RAW=1 (raw body

@@ -21,7 +21,7 @@ from tools.reliability import corpus, hostile, lifecycle, schema, traffic
 from tools.reliability.probe import ROOT, Service
 from tools.reliability.report import write_report
 
-RSS_CEILING_MB = 1024.0  # the README's stated ceiling with default settings
+RSS_CEILING_MB = 1024.0  # the documented ceiling with default settings (docs: REST API, limits)
 SCENARIOS = ("schemathesis", "corpus", "hostile", "soak", "overload", "lifecycle")
 MAX_SOAK_MINUTES, MAX_CLIENTS = 60, 256
 
@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.reliability", description=__doc__.splitlines()[0])
     p.add_argument("--short", action="store_true", help="the CI version: a 1-minute soak, fewer cases")
     p.add_argument("--soak-minutes", type=float, help="soak length (default 10; --short: 1)")
-    p.add_argument("--soak-clients", type=int, default=32, help="soak clients, README traffic mix (default 32)")
+    p.add_argument("--soak-clients", type=int, default=32, help="soak clients, the load test's traffic mix (default 32)")
     p.add_argument("--examples", type=int, help="schemathesis examples per operation (default 100; --short: 20)")
     p.add_argument("--overload-seconds", type=int, help="overload length (default 60; --short: 20)")
     p.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {', '.join(SCENARIOS)}")

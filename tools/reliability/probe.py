@@ -1,6 +1,6 @@
 """The service under test: a real `diffres serve` process, plus what the suite reads about it.
 
-Extends the load test's launcher (loadtest/server.py) with a private TMPDIR (to count leaked
+Extends the load test's launcher (tools/loadtest/server.py) with a private TMPDIR (to count leaked
 upload spools), open file descriptors and an RSS sampler thread.
 """
 

@@ -1,4 +1,4 @@
-"""Traffic at the README's mix (loadtest/locustfile.py: 90% 1-5 s clips, 10% 10-30 s): a soak with
+"""Traffic at the load test's mix (tools/loadtest/locustfile.py: 90% 1-5 s clips, 10% 10-30 s): a soak with
 resources sampled every minute, and overload at 4x the soak's clients."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Micro-batching: inputs of any length from concurrent requests share one padded onnxruntime call.
 
-Which inputs go together, and the padded length, is `app.batch_policy.choose` (bounded padding,
+Which inputs go together, and the padded length, is `diffres.server.batch_policy.choose` (bounded padding,
 a fixed grid of lengths). Admission is by lease and by work (server/admission.py): a request
 reserves work units before it decodes anything, so an overloaded server says 503 at once instead
 of queueing without bound, and an admitted request never fails half-way for lack of room.

@@ -58,7 +58,11 @@ class Settings(BaseSettings):
     window_s: float | None = Field(
         default=None, gt=0, description="Window length for long audio; unset: the model's clip_seconds.")
     window_hop_s: float | None = Field(
-        default=None, gt=0, description="Hop between windows (snapped to whole frames); unset: half the window.")
+        default=None, gt=0, description="Hop between windows (snapped to whole frames); unset: the model's "
+                                        "window_hop_s (chosen with event_windows on validation data).")
+    event_windows: int | None = Field(
+        default=None, ge=1, le=64, description="Consecutive windows a label must hold to make an event; unset: the "
+                                               "model's (chosen on validation data for its window_hop_s).")
     batch_size: int = Field(
         default=16, ge=1, le=1024, description="Most inputs per onnxruntime call (and windows in flight per request).")
     cpus: int = Field(

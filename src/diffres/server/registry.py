@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 def window_plan(model: OnnxModel, settings: Settings) -> WindowPlan:
     return WindowPlan.for_model(model.info, window_s=settings.window_s, window_hop_s=settings.window_hop_s,
-                                long_audio_s=settings.long_audio_s, min_duration_s=settings.min_duration_s)
+                                long_audio_s=settings.long_audio_s, min_duration_s=settings.min_duration_s,
+                                event_windows=settings.event_windows)
 
 
 def batch_policy(plan: WindowPlan, settings: Settings) -> BatchPolicy:

@@ -1,23 +1,25 @@
 """Live streaming over WebSocket, `/v1/stream`: raw PCM in, sound events out as soon as they are known.
 
-Protocol (the README shows a client):
+Protocol (docs: live streaming):
   connect  ws://HOST:PORT/v1/stream?model=keywords&sample_rate=16000&format=s16le&channels=1
            format: s16le (int16 little-endian) or f32le (float32 little-endian, [-1, 1]); sample_rate:
            any from 1000 to 768000 Hz (default: the model's), resampled server-side with soxr;
            channels are interleaved and mixed to mono. Optional, as for uploads: min_score,
            thresholds=label:score,..., top_k; windows=true also sends every window's result.
+           Any other parameter is refused (4422).
   server   {"type": "ready", "model", "model_version", "labels", "background_label", "thresholds",
            "sample_rate" (the model's), "window_s", "hop_s"}
   client   binary messages of PCM, any size up to DIFFRES_STREAM_MAX_CHUNK_BYTES (a sample may
            straddle two messages); then the text message {"type": "end"} when the audio is over.
-  server   {"type": "onset", "label", "start_s", "end_s", "score", "stream_s"}: an event began (its
-           first window fired; window bounds, early notice for live use)
-           {"type": "event", "label", "start_s", "end_s", "score", "stream_s"}: an event is over,
-           sent as soon as the window after it is classified; the same events an upload of the same
+  server   {"type": "onset", "label", "start_s", "end_s", "score", "stream_s"}: a label started to
+           fire (a window supports it; window bounds): an early notice, which becomes an event only
+           if the label holds for the model's event_windows windows
+           {"type": "event", "label", "start_s", "end_s", "score", "stream_s"}: an event, final, sent
+           as soon as the label has held (diffres/events.py); the same events an upload of the same
            audio gives (the pipeline's, diffres/pipeline.py)
            {"type": "window", "start_s", "end_s", "predictions"}: with windows=true
            after "end": the last windows and events, {"type": "end", "duration_s", "windows",
-           "events", "predictions" (clip level, as uploads)}, then close 1000.
+           "events", "detected", "predictions" (clip level, as uploads)}, then close 1000.
   Times are seconds of audio since the stream began; `stream_s` is the audio received when the
   message was sent. Errors: {"type": "error", "code", "message"}, then the close code:
   1003 a text message other than end; 1007 bad samples (NaN/Inf, out of range, a stream that ends
@@ -27,10 +29,11 @@ Protocol (the README shows a client):
 
 The stream is the pipeline's live form (`Pipeline.live`): windows are cut as they fill (the
 upload's window plan), so a stream always runs windowed, even when short; each message is decoded
-and its windows classified in one worker thread, their rows joining the model's micro-batcher. Memory per stream is bounded however long it runs:
-one window plus one message of audio, the resampler's state, the open event's curve (its length
-is capped in diffres/events.py). Admission is the uploads': the stream holds a lease of
-DIFFRES_STREAM_SLOTS work units from the model's batcher for its life, and a full model refuses it.
+and its windows classified in one worker thread, their rows joining the model's micro-batcher.
+Memory per stream is bounded however long it runs: one window plus one message of audio, the
+resampler's state, one window's curves for the open run. Admission is the uploads': the stream
+holds a lease of DIFFRES_STREAM_SLOTS work units from the model's batcher for its life, and a full
+model refuses it.
 """
 
 from __future__ import annotations

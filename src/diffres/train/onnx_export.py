@@ -21,13 +21,14 @@ EXAMPLE_SECONDS = 3.01  # the one length traced at export; parity is checked at 
 
 def package_version() -> str:
     try:
-        return version("diffres-service")
+        return version("diffres")
     except PackageNotFoundError:
         return "0.0.0"
 
 
 def model_info(model: AudioClassifier, labels: list[str], clip_seconds: float, name: str = "",
-               background_label: str = "", min_score: float = 0.5) -> ModelInfo:
+               background_label: str = "", min_score: float = 0.5, window_hop_s: float | None = None,
+               event_windows: int = 1) -> ModelInfo:
     """Everything a runtime needs to feed the model and name its outputs (the contract's metadata)."""
     cfg = model.cfg
     digest = hashlib.sha256()
@@ -38,16 +39,18 @@ def model_info(model: AudioClassifier, labels: list[str], clip_seconds: float, n
                      hop_ms=cfg.frontend.hop_ms, win_ms=cfg.frontend.win_ms, n_mels=cfg.frontend.n_mels,
                      clip_seconds=clip_seconds, frontend=f"logmel-dftfold/{cfg.frontend.compression}",
                      resolution=cfg.resolution, version=f"{package_version()}+{digest.hexdigest()[:10]}",
-                     background_label=background_label, min_score=min_score)
+                     background_label=background_label, min_score=min_score,
+                     window_hop_s=window_hop_s or clip_seconds / 2, event_windows=event_windows)
     info.check()
     return info
 
 
 def model_metadata(model: AudioClassifier, ckpt: dict) -> dict[str, str]:
-    """The ONNX metadata_props of a trained checkpoint."""
+    """The ONNX metadata_props of a trained checkpoint: its event rule as training chose it on validation
+    (a checkpoint from before the rule was chosen: half-window hops and one window)."""
     return model_info(model, ckpt["labels"], ckpt["train_config"]["clip_seconds"],
-                      background_label=ckpt.get("background_label", ""),
-                      min_score=ckpt.get("min_score", 0.5)).to_metadata()
+                      background_label=ckpt.get("background_label", ""), min_score=ckpt.get("min_score", 0.5),
+                      window_hop_s=ckpt.get("window_hop_s"), event_windows=ckpt.get("event_windows", 1)).to_metadata()
 
 
 def name_axes(proto: onnx.ModelProto) -> None:
