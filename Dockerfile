@@ -5,7 +5,7 @@
 #   DOCKER_BUILDKIT=1 docker build --network host \
 #     --secret id=pipca,src=/etc/ssl/certs/ca-certificates.crt -t diffres-service:cpu .
 # Run:
-#   docker run --rm -p 8000:8000 diffres-service:cpu
+#   docker run --rm -p 8000:8000 -p 8001:8001 diffres-service:cpu
 # Everything is configured by DIFFRES_* environment variables (see the README).
 
 ARG BASE_IMAGE=debian:bookworm-slim
@@ -70,11 +70,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     DIFFRES_HOST=0.0.0.0 \
     DIFFRES_PORT=8000 \
+    DIFFRES_GRPC_PORT=8001 \
     DIFFRES_MODEL_DIR=/srv/models \
     DIFFRES_LOG_FORMAT=json
 
 USER diffres
-EXPOSE 8000
+# 8000: HTTP (REST /v1, OIP /v2, /metrics); 8001: OIP v2 over gRPC (Triton's port; DIFFRES_GRPC_PORT).
+EXPOSE 8000 8001
 
 # Readiness (models loaded), not mere liveness; slim has no curl, so python's urllib.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \

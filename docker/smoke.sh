@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Smoke test of the image: build, run with host networking on a free port, wait for readiness,
-# classify one real clip (or a generated WAV), check the JSON, check the container's own
-# HEALTHCHECK and non-root user. The container is removed on every exit path.
+# Smoke test of the image: build, run with host networking on free ports, wait for readiness,
+# classify one real clip (or a generated WAV), check the JSON, infer once over gRPC (OIP v2, from
+# inside the container: docker/smoke_grpc.py), check the container's own HEALTHCHECK and non-root
+# user. The container is removed on every exit path.
 #
 # Environment (all optional):
 #   IMAGE=diffres-service:cpu   image to test        SKIP_BUILD=1       test IMAGE as it is
 #   PORT=<free port>            port on the host      READY_TIMEOUT=120  seconds to wait for /readyz
+#   GRPC_PORT=<free port>       gRPC port on the host
 #   SMOKE_CLIP=path             clip to post          HEALTH_TIMEOUT=60  seconds to wait for "healthy"
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,14 +42,20 @@ trap 'exit 143' TERM
 
 [[ ${SKIP_BUILD:-0} == 1 ]] || bash docker/build.sh
 
-PORT=${PORT:-$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT=${PORT:-$(free_port)}
+GRPC_PORT=${GRPC_PORT:-$(free_port)}
 CLIP=${SMOKE_CLIP:-$(find ../shared/data/keywords -name '*.flac' 2>/dev/null | sort | head -n1 || true)}
 
-log "starting $IMAGE as $NAME on 127.0.0.1:$PORT"
-"$DOCKER" run -d --name "$NAME" --network host -e DIFFRES_PORT="$PORT" "$IMAGE" >/dev/null
+log "starting $IMAGE as $NAME on 127.0.0.1:$PORT (gRPC $GRPC_PORT)"
+"$DOCKER" run -d --name "$NAME" --network host -e DIFFRES_PORT="$PORT" -e DIFFRES_GRPC_PORT="$GRPC_PORT" \
+  "$IMAGE" >/dev/null
 STARTED=1
 
 "$PY" docker/smoke_check.py "http://127.0.0.1:$PORT" ${CLIP:+"$CLIP"} --ready-timeout "$READY_TIMEOUT"
+
+"$DOCKER" exec -i "$NAME" python - "$GRPC_PORT" < docker/smoke_grpc.py
+log "gRPC: ServerReady and ModelInfer answered on port $GRPC_PORT"
 
 uid=$("$DOCKER" exec "$NAME" id -u)
 [[ $uid != 0 ]] || { log "container runs as root"; exit 1; }

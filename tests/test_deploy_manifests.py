@@ -29,6 +29,7 @@ K8S_VERSION = "1.30"  # oldest Kubernetes these manifests target (preStop `sleep
 CORE_FILES = sorted((DEPLOY / "k8s").glob("*.yaml"))
 CRD_SCHEMAS = {"RayService": "rayservice.ray.io-v1.json",
                "InferenceService": "inferenceservice.serving.kserve.io-v1beta1.json"}
+KSERVE_GRPC = DEPLOY / "kserve" / "inferenceservice-grpc.yaml"
 
 
 def load(path: Path) -> list[dict[str, Any]]:
@@ -66,8 +67,9 @@ def env(c: dict[str, Any]) -> dict[str, str]:
 def all_containers() -> list[dict[str, Any]]:
     deployment = one(DEPLOY / "k8s" / "deployment.yaml")["spec"]["template"]["spec"]
     isvc = one(DEPLOY / "kserve" / "inferenceservice.yaml")["spec"]["predictor"]
+    isvc_grpc = one(KSERVE_GRPC)["spec"]["predictor"]
     cluster = one(DEPLOY / "kuberay" / "rayservice.yaml")["spec"]["rayClusterConfig"]
-    pods = [deployment, isvc, cluster["headGroupSpec"]["template"]["spec"],
+    pods = [deployment, isvc, isvc_grpc, cluster["headGroupSpec"]["template"]["spec"],
             *(g["template"]["spec"] for g in cluster["workerGroupSpecs"])]
     return [c for pod in pods for c in pod["containers"]]
 
@@ -93,8 +95,8 @@ def test_kubernetes_validation_catches_mistakes() -> None:
             kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
 
 
-@pytest.mark.parametrize("path", [DEPLOY / "kuberay" / "rayservice.yaml", DEPLOY / "kserve" / "inferenceservice.yaml"],
-                         ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", [DEPLOY / "kuberay" / "rayservice.yaml", DEPLOY / "kserve" / "inferenceservice.yaml",
+                                  KSERVE_GRPC], ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_custom_resources_pass_their_vendored_crd_schemas(path: Path) -> None:
     assert crd_errors(one(path)) == []
 
@@ -159,6 +161,49 @@ def test_kserve_predictor_serves_oip_v2_on_kserve_port() -> None:
     assert c["resources"]["requests"]["cpu"] == env(c)["DIFFRES_CPUS"]
 
 
+def test_grpc_ports_agree_with_the_service_settings() -> None:
+    """OIP v2 over gRPC wherever the service runs: the port each manifest declares is DIFFRES_GRPC_PORT."""
+    pod = one(DEPLOY / "k8s" / "deployment.yaml")["spec"]["template"]["spec"]
+    c = container(pod, "diffres")
+    grpc_port = next(p for p in c["ports"] if p["name"] == "grpc")["containerPort"]
+    assert str(grpc_port) == env(c)["DIFFRES_GRPC_PORT"] == "8001"
+    service = {p["name"]: p for p in one(DEPLOY / "k8s" / "service.yaml")["spec"]["ports"]}
+    assert service["grpc"]["targetPort"] == "grpc" and service["grpc"]["appProtocol"] == "kubernetes.io/h2c"
+    # KServe: the gRPC predictor's one port is named h2c and is DIFFRES_GRPC_PORT; probes use the HTTP side.
+    predictor = one(KSERVE_GRPC)["spec"]["predictor"]
+    k = container(predictor, "kserve-container")
+    (port,) = k["ports"]
+    assert port["name"] == "h2c" and str(port["containerPort"]) == env(k)["DIFFRES_GRPC_PORT"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert str(k[probe]["httpGet"]["port"]) == env(k)["DIFFRES_PORT"]
+        assert k[probe]["httpGet"]["path"].startswith("/v2/health/")
+    assert one(KSERVE_GRPC)["metadata"]["name"] != one(DEPLOY / "kserve" / "inferenceservice.yaml")["metadata"]["name"]
+
+
+def test_ray_grpc_ingress_is_the_shipped_servicer() -> None:
+    """Ray's gRPC proxy registers this proto's servicer (importable), on the port the head pod declares."""
+    import importlib
+
+    local = yaml.safe_load((DEPLOY / "ray" / "serve.yaml").read_text())
+    rayservice = one(DEPLOY / "kuberay" / "rayservice.yaml")
+    cluster = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
+    assert local["grpc_options"] == cluster["grpc_options"]
+    (function,) = local["grpc_options"]["grpc_servicer_functions"]
+    from diffres.server.ray_grpc import SERVICER_FUNCTION
+
+    assert function == SERVICER_FUNCTION
+    module, _, name = function.rpartition(".")
+    assert callable(getattr(importlib.import_module(module), name))
+    head = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in head["ports"]}
+    assert ports["grpc"] == cluster["grpc_options"]["port"]
+    from diffres.server.config import Settings
+
+    workers = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"]
+    for c in (head, *workers):  # every node runs a proxy: its message limit is DIFFRES_MAX_TENSOR_BYTES
+        assert env(c)["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"] == str(Settings.model_fields["max_tensor_bytes"].default)
+
+
 def test_every_diffres_variable_in_the_manifests_is_a_setting() -> None:
     from diffres.server.config import Settings
 
@@ -168,7 +213,8 @@ def test_every_diffres_variable_in_the_manifests_is_a_setting() -> None:
 
 
 def test_images_run_as_non_root() -> None:
-    for pod_path in ("k8s/deployment.yaml", "kuberay/rayservice.yaml", "kserve/inferenceservice.yaml"):
+    for pod_path in ("k8s/deployment.yaml", "kuberay/rayservice.yaml", "kserve/inferenceservice.yaml",
+                     "kserve/inferenceservice-grpc.yaml"):
         text = (DEPLOY / pod_path).read_text()
         assert "runAsNonRoot: true" in text and "allowPrivilegeEscalation: false" in text, pod_path
 

@@ -45,9 +45,11 @@ def test_dockerfile_is_multistage_nonroot_with_readiness_healthcheck(path: Path)
     assert user and user[-1] not in ("root", "0"), "runtime must not run as root"
     health = " ".join(a for w, a in ins if w == "HEALTHCHECK")
     assert "/readyz" in health and "urllib" in health
-    assert ("EXPOSE", "8000") in ins
+    exposed = {port for w, a in ins if w == "EXPOSE" for port in a.split()}
+    assert {"8000", "8001"} <= exposed, "HTTP and OIP gRPC ports"
     env = " ".join(a for w, a in ins if w == "ENV")
     assert "DIFFRES_HOST=0.0.0.0" in env and "DIFFRES_MODEL_DIR=" in env
+    assert "DIFFRES_GRPC_PORT=8001" in env, "gRPC on in the image"
     runs = " ".join(a for w, a in ins if w == "RUN")
     assert "--mount=type=secret,id=pipca" in runs, "pip must get the CA bundle as a build secret"
     assert "torch" not in runs and ".[" not in runs, "serving image: no extras, no torch"
@@ -105,6 +107,9 @@ def test_compose_file_parses() -> None:
     assert doc["services"]["diffres"]["build"]["dockerfile"] == "Dockerfile"
     assert doc["services"]["diffres-gpu"]["build"]["dockerfile"] == "docker/Dockerfile.gpu"
     assert "pipca" in doc["secrets"]
+    for name in ("diffres", "diffres-gpu"):  # HTTP and OIP gRPC published
+        targets = {port.rsplit(":", 1)[1] for port in doc["services"][name]["ports"]}
+        assert targets == {"8000", "8001"}, name
 
 
 @pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint not installed")

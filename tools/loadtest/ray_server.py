@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -53,10 +52,12 @@ class RayServer(Server):
 
     command = ("diffres.server.ray_main",)  # what `make serve-ray` runs
 
-    def __init__(self, env: dict[str, str], log_path: Path, replicas: int = 2, ready_timeout: float = 240) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, replicas: int = 2, ready_timeout: float = 240,
+                 grpc: bool = False) -> None:
         self.metrics_port = free_port()
         super().__init__({**env, "DIFFRES_RAY_REPLICAS": str(replicas),
-                          "DIFFRES_RAY_METRICS_PORT": str(self.metrics_port)}, log_path, ready_timeout, cwd=ROOT)
+                          "DIFFRES_RAY_METRICS_PORT": str(self.metrics_port)}, log_path, ready_timeout, cwd=ROOT,
+                         grpc=grpc)
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         self.stop_seconds: float | None = None
         self.leftovers: list[int] = []

@@ -150,3 +150,57 @@ def _gap(r: dict[str, Any]) -> list[str]:
 
 def _pct(share: float | None) -> str:
     return "n/a" if share is None else f"{share:.1%}"
+
+
+# ---------------------------------------------------------------- protocols (python -m tools.loadtest.protocols)
+
+PROTOCOL_NAMES = {"grpc": "gRPC ModelInfer, raw tensors", "v2": "HTTP /v2 infer, binary tensors",
+                  "v1": "HTTP /v1/classify, file body"}
+
+
+def write_protocol_reports(args: argparse.Namespace, results: dict[str, Any], started: float,
+                           machine: dict[str, Any]) -> dict[str, Any]:
+    """protocols.json (everything but the raw records) and PROTOCOLS.md (the table) in args.out."""
+    result = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "config": {"protocols": args.protocols, "concurrency": args.concurrency, "seconds": args.seconds,
+                   "rounds": args.rounds, "clips": args.clips, "model": args.model, "seed": args.seed},
+        "machine": machine,
+        "protocols": results,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "protocols.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / "PROTOCOLS.md").write_text(protocols_markdown(result))
+    return result
+
+
+def _protocol_row(name: str, r: dict[str, Any]) -> str:
+    lat = r["latency_ms"]
+    return (f"| {PROTOCOL_NAMES.get(name, name)} | {r['requests']} | {r['failures']} | {r['requests_per_s']} | "
+            f"{r['audio_s_per_s']} | {r['server_cpu_ms_per_request']} | {r['server_cpu_s_per_audio_s']} | "
+            f"{r['client_cpu_ms_per_request']} | {lat['p50']} | {lat['p95']} | {lat['p99']} |")
+
+
+def protocols_markdown(r: dict[str, Any]) -> str:
+    c, m = r["config"], r["machine"]
+    load = ", ".join(f"{x:.2f}" for x in m["load_avg_before"])
+    return "\n".join([
+        "# Protocols: gRPC, HTTP /v2 and /v1 on the same clips",
+        "",
+        f"{r['when']}: `python -m tools.loadtest.protocols`: {c['clips']} short clips of model `{c['model']}` "
+        f"({m['model_sample_rate']} Hz) sent closed-loop, {c['concurrency']} in flight, to one `diffres serve` "
+        f"with DIFFRES_GRPC_PORT; {c['rounds']} phases of {c['seconds']:g} s per protocol, in rotation. "
+        f"{m['cpus']} CPUs shared by client and server (load average before: {load}). Tensor requests send one "
+        "row per clip at the model's rate and ask for `logits` only; /v1 sends the file and the service decodes "
+        "it. Server CPU is the server process's CPU time over each phase divided by its requests.",
+        "",
+        "| protocol | requests | failures | requests/s | audio s/s | server CPU ms/request | server CPU s/audio s "
+        "| client CPU ms/request | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *[_protocol_row(name, x) for name, x in r["protocols"].items()],
+        "",
+        "Throughput here is bounded by the CPUs the client takes from the server on the same machine; server "
+        "CPU per request is the figure that carries to a machine of its own. Other work on the machine makes "
+        "all of these noisy: compare protocols within one run, not across runs.",
+        "",
+    ])

@@ -32,10 +32,15 @@ class Server:
     command: tuple[str, ...] = ("diffres", "serve")  # what `python -m` runs
 
     def __init__(self, env: dict[str, str], log_path: Path, ready_timeout: float = 120,
-                 cwd: Path | None = None) -> None:
+                 cwd: Path | None = None, grpc: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env, "DIFFRES_HOST": "127.0.0.1", "DIFFRES_PORT": str(self.port)}
+        # grpc: the OIP gRPC service on a free port too (`grpc_target` for clients); else off, whatever the
+        # caller's environment says.
+        self.grpc_port = free_port() if grpc else None
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}" if grpc else None
+        self.env["DIFFRES_GRPC_PORT"] = str(self.grpc_port) if grpc else ""
         self.log_path = log_path
         self.ready_timeout = ready_timeout
         self.cwd = cwd

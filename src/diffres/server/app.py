@@ -25,6 +25,7 @@ from diffres.server.deps import known_query_parameters
 from diffres.server.demo import install_demo
 from diffres.server.docs import install_docs
 from diffres.server.errors import install_error_handlers
+from diffres.server.grpc_server import start_grpc
 from diffres.server.http_guard import guarded_protocol
 from diffres.server.logs import configure_logging
 from diffres.server.metrics import Metrics
@@ -52,11 +53,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             configure_logging(settings.log_level, settings.log_format)
         registry = ModelRegistry(settings, metrics)
         app.state.registry = registry
+        grpc_server = await start_grpc(app.state)  # DIFFRES_GRPC_PORT: same loop, registry and batchers
         loading = asyncio.create_task(registry.start(), name="load-models")
         try:
             yield
         finally:
-            # uvicorn has already finished the requests in flight; drain what they queued.
+            # uvicorn has already finished the requests in flight; gRPC drains its calls; drain what they queued.
+            if grpc_server is not None:
+                await grpc_server.stop()
             await loading
             await registry.close()
             log.info("shut down: batchers drained")

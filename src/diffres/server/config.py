@@ -24,6 +24,15 @@ class Settings(BaseSettings):
     default_model: str = Field(default="keywords", description="Model used when a request names none.")
     host: str = Field(default="127.0.0.1", description="Bind address of `diffres serve`.")
     port: int = Field(default=8000, ge=0, le=65535, description="Bind port of `diffres serve`.")
+    grpc_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="Port of the Open Inference Protocol v2 over gRPC (inference.GRPCInferenceService, Triton's "
+                    "and KServe's clients; Triton uses 8001) on DIFFRES_HOST; unset or empty: off. Messages up to "
+                    "DIFFRES_MAX_TENSOR_BYTES; the same models, batchers, limits, keys and metrics as HTTP.")
+    grpc_max_calls: int = Field(
+        default=256, ge=1, description="gRPC calls (unary calls and open streams) at once; beyond, new ones get "
+                                       "RESOURCE_EXHAUSTED. With DIFFRES_MAX_TENSOR_BYTES it bounds the memory of "
+                                       "received messages (gRPC reads a message whole before the service sees it).")
     providers: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated onnxruntime execution providers; empty: CUDA first when available, then CPU.")
@@ -144,6 +153,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [p.strip() for p in value.split(",") if p.strip()]
         return value
+
+    @field_validator("grpc_port", mode="before")
+    @classmethod
+    def _blank_port_is_off(cls, value: object) -> object:
+        """`DIFFRES_GRPC_PORT=` (set but empty, as templates leave it) means off, like unset."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level")
     @classmethod

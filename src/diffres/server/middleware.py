@@ -15,6 +15,7 @@ import logging
 import re
 import time
 import uuid
+from dataclasses import dataclass
 
 from starlette.datastructures import MutableHeaders
 from starlette.responses import JSONResponse
@@ -172,19 +173,38 @@ class RequestContextMiddleware:
 
     def _record(self, scope: Scope, status: int, elapsed: float, tracked: bool, request_id: str,
                 outcome: str) -> None:
-        template = route_name(scope)
-        self.metrics.requests.labels(template, scope["method"], str(status)).inc()
-        self.metrics.latency.labels(template, scope["method"]).observe(elapsed)
-        if tracked:
-            self.metrics.in_progress.dec()
         client = scope.get("client")
-        fields = {"request_id": request_id, "method": scope["method"], "path": scope["path"], "route": template,
-                  "status": status, "duration_ms": round(elapsed * 1000, 3), "client": client[0] if client else None}
-        if outcome != "answered":
-            fields["outcome"] = outcome
-        level = logging.WARNING if outcome != "answered" else logging.INFO
-        log.log(level, "%s %s %d%s", scope["method"], scope["path"], status,
-                "" if outcome == "answered" else f" ({outcome.replace('_', ' ')})", extra={"fields": fields})
+        record_access(self.metrics, Access(route_name(scope), scope["method"], scope["path"], status, request_id,
+                                           client[0] if client else None, outcome), elapsed, tracked)
+
+
+@dataclass(frozen=True)
+class Access:
+    """One request or call as the access log and the request metrics see it (HTTP, or gRPC: method `GRPC`,
+    route `grpc:/<service>/<method>`, status the gRPC code name)."""
+
+    route: str
+    method: str
+    path: str
+    status: int | str
+    request_id: str
+    client: str | None
+    outcome: str = "answered"
+
+
+def record_access(metrics: Metrics, access: Access, elapsed: float, tracked: bool) -> None:
+    """Count it, time it, end its in-progress mark, and write its access log line (one home for both doors)."""
+    metrics.requests.labels(access.route, access.method, str(access.status)).inc()
+    metrics.latency.labels(access.route, access.method).observe(elapsed)
+    if tracked:
+        metrics.in_progress.dec()
+    fields = {"request_id": access.request_id, "method": access.method, "path": access.path, "route": access.route,
+              "status": access.status, "duration_ms": round(elapsed * 1000, 3), "client": access.client}
+    if access.outcome != "answered":
+        fields["outcome"] = access.outcome
+    level = logging.WARNING if access.outcome != "answered" else logging.INFO
+    log.log(level, "%s %s %s%s", access.method, access.path, access.status,
+            "" if access.outcome == "answered" else f" ({access.outcome.replace('_', ' ')})", extra={"fields": fields})
 
 
 async def _no_body() -> Message:

@@ -1,7 +1,9 @@
 """`python -m diffres.server.ray_main` (= `make serve-ray`): the service on Ray Serve, N replicas, in the foreground.
 
 Starts a local Ray sized to the CPUs this container may use, deploys deploy/ray/serve.yaml with
-DIFFRES_HOST/DIFFRES_PORT, DIFFRES_RAY_REPLICAS and DIFFRES_RAY_GPUS_PER_REPLICA applied, and waits.
+DIFFRES_HOST/DIFFRES_PORT, DIFFRES_GRPC_PORT (Ray's gRPC proxy with the config's `grpc_options` on that
+port; unset: no gRPC, as with `diffres serve`), DIFFRES_RAY_REPLICAS and DIFFRES_RAY_GPUS_PER_REPLICA
+applied, and waits.
 Every replica reserves CPUs / replicas CPUs, which size its onnxruntime calls. Ctrl-C or
 SIGTERM shuts Serve down (replicas finish their requests) and then Ray. Ray's Prometheus endpoint,
 with every replica's metrics, is on DIFFRES_RAY_METRICS_PORT.
@@ -27,6 +29,7 @@ from diffres.server.ray_serve import DiffResReplica
 from diffres.cpu import available_cpus
 
 PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+GRPC_MESSAGE_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"  # the gRPC proxy's message limit (Ray's default: 2 GiB)
 SERVE_CONFIG = Path(__file__).resolve().parents[3] / "deploy" / "ray" / "serve.yaml"
 
 
@@ -56,6 +59,13 @@ def deployment_options(config: dict[str, Any], settings: Settings, cpus: int) ->
     return options
 
 
+def grpc_options(config: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
+    """The config's gRPC proxy options on DIFFRES_GRPC_PORT; None (no gRPC) when that is unset."""
+    if settings.grpc_port is None:
+        return None
+    return {**config.get("grpc_options", {}), "port": settings.grpc_port}
+
+
 def start(settings: Settings, config_path: Path = SERVE_CONFIG) -> str:
     """Start a local Ray and Serve and deploy; returns the service URL once every replica is ready."""
     config = load_config(config_path)
@@ -63,7 +73,9 @@ def start(settings: Settings, config_path: Path = SERVE_CONFIG) -> str:
     cpus = available_cpus()
     # Ray's proxy answers a JSON 503 + Retry-After when a replica dies mid-request (server/ray_proxy.py).
     os.environ.setdefault(PROXY_CALLBACK_ENV, ray_proxy.CALLBACK)
-    env = {k: v for k, v in os.environ.items() if k.startswith("DIFFRES_") or k == PROXY_CALLBACK_ENV}
+    os.environ.setdefault(GRPC_MESSAGE_ENV, str(settings.max_tensor_bytes))  # DIFFRES_MAX_TENSOR_BYTES over Ray too
+    env = {k: v for k, v in os.environ.items() if k.startswith("DIFFRES_") or k in (PROXY_CALLBACK_ENV,
+                                                                                    GRPC_MESSAGE_ENV)}
     on_sigterm = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(num_cpus=cpus, include_dashboard=False, _metrics_export_port=settings.ray_metrics_port,
@@ -74,8 +86,8 @@ def start(settings: Settings, config_path: Path = SERVE_CONFIG) -> str:
         signal.signal(signal.SIGTERM, on_sigterm)
     print(f"ray: local cluster at {ray.get_runtime_context().gcs_address} with {cpus} CPUs", flush=True)
     http_options = {**config.get("http_options", {}), "host": settings.host, "port": settings.port}
-    serve.start(http_options=http_options, proxy_location=config.get("proxy_location", "EveryNode"),
-                logging_config=config.get("logging_config"))
+    serve.start(http_options=http_options, grpc_options=grpc_options(config, settings),
+                proxy_location=config.get("proxy_location", "EveryNode"), logging_config=config.get("logging_config"))
     args = {**(app_config.get("args") or {}), "model_dir": str(settings.model_dir.resolve())}
     options = deployment_options(config, settings, cpus)
     serve.run(DiffResReplica.options(**options).bind(args), name=app_config["name"],
@@ -101,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind through `finally` on SIGTERM too
     try:
         url = start(settings, args.config)
-        print(f"ready: {url} ({settings.ray_replicas} Ray Serve replicas); Ray metrics: "
+        grpc = f", gRPC on {settings.host}:{settings.grpc_port}" if settings.grpc_port is not None else ""
+        print(f"ready: {url}{grpc} ({settings.ray_replicas} Ray Serve replicas); Ray metrics: "
               f"http://127.0.0.1:{settings.ray_metrics_port}/metrics; Ctrl-C stops", flush=True)
         while True:
             signal.pause()

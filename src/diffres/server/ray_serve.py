@@ -1,4 +1,5 @@
-"""The service as a Ray Serve deployment: the same FastAPI app (`create_app`) behind `serve.ingress`.
+"""The service as a Ray Serve deployment: the same FastAPI app (`create_app`) behind `serve.ingress`,
+and the same OIP v2 gRPC service behind Ray's gRPC proxy (server/ray_grpc.py).
 
 Each replica builds its own app, so its own onnxruntime sessions and micro-batchers; its
 onnxruntime threads follow the CPUs Ray reserved for it (`ray_actor_options.num_cpus`), so N
@@ -24,6 +25,7 @@ from ray.serve import Application
 from diffres.server.config import Settings
 from diffres.server.logs import configure_logging
 from diffres.server.app import create_app
+from diffres.server.ray_grpc import GrpcIngress
 from diffres.server.ray_metrics import MetricsMirror
 
 log = logging.getLogger(__name__)
@@ -40,16 +42,18 @@ def replica_cpus(settings: Settings, reserved_cpus: float) -> int:
 
 def replica_settings(overrides: dict[str, Any]) -> Settings:
     """Settings of this replica: environment + overrides, onnxruntime sized to this actor's CPU reservation
-    (server.registry.call_layout turns the CPUs into calls and threads)."""
+    (server.registry.call_layout turns the CPUs into calls and threads). No gRPC port of its own: gRPC
+    reaches replicas through Ray's proxy, which owns DIFFRES_GRPC_PORT."""
     settings = Settings(**overrides)
     reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
-    return settings.model_copy(update={"cpus": replica_cpus(settings, reserved)})
+    return settings.model_copy(update={"cpus": replica_cpus(settings, reserved), "grpc_port": None})
 
 
 @serve.deployment(name=DEPLOYMENT)
 @serve.ingress()
-class DiffResReplica:
-    """One replica: its own app, its metrics mirrored into Ray's, healthy once its models are warm."""
+class DiffResReplica(GrpcIngress):
+    """One replica: its own app (HTTP through Ray's HTTP proxy, gRPC through its gRPC proxy: the methods of
+    GrpcIngress), its metrics mirrored into Ray's, healthy once its models are warm."""
 
     def __init__(self, overrides: dict[str, Any] | None = None) -> None:
         self._mirror_task: asyncio.Task[None] | None = None

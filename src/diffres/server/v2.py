@@ -5,7 +5,8 @@ Inputs `waveform` FP32 [batch, samples] at the model's sample rate and, optional
 tensor semantics; rows go through the micro-batcher like any other input. Outputs logits,
 importance, frames_in, frames_out (default) and logmel (on request) as OIP tensors. Supports the
 binary tensor data extension (Inference-Header-Content-Length), which tritonclient uses by default
-and which is the way to send large inputs.
+and which is the way to send large inputs. The tensor rules (validation, outputs, batching, metadata)
+are server/tensors.py's, shared with the same protocol over gRPC (server/grpc_service.py).
 
 Memory is bounded: a row runs in one call, so rows over `v2_max_row_s` are refused (413; /v1
 windows long audio); bodies are limited (`max_json_bytes`, `max_tensor_bytes`) and all /v2 bodies
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -28,24 +29,19 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from diffres.decode import MAX_ABS_SAMPLE
-from diffres.server.admission import ByteBudget, row_units
-from diffres.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from diffres.server.admission import ByteBudget
+from diffres.errors import PayloadTooLarge, UnsupportedMediaType
 from diffres.server.registry import LoadedModel, ModelRegistry
+from diffres.server.tensors import (BINARY_WEIGHT, NUMPY, SERVER_METADATA, BadTensor, TensorSpec, from_bytes,
+                                    from_values, infer as infer_tensors, model_metadata as metadata_of, read_inputs,
+                                    wanted_outputs, wire_bytes)
 from diffres.server.uploads import limited_stream, media_type
-from diffres.contract import (DATATYPES, FRAMES_IN, FRAMES_OUT, IMPORTANCE, INPUTS, LENGTHS, LOGITS, LOGMEL, OUTPUTS,
-                              WAVEFORM, ModelInfo, frames_in)
-from diffres.runner import DEFAULT_OUTPUTS, RowOutput
+from diffres.contract import DATATYPES, INPUTS
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
 HEADER_LENGTH = "inference-header-content-length"
-NUMPY = {"FP32": "<f4", "INT64": "<i8"}
 JSON_WEIGHT = 8  # bytes of memory per JSON body byte while parsing (Python objects, then numpy)
-BINARY_WEIGHT = 2  # the body, then the padded copy and outputs of its calls
 JSON_CHUNK = 65536  # values per piece of a streamed JSON output
-OUTPUT_SHAPES: dict[str, Callable[[ModelInfo], list[int]]] = {
-    LOGITS: lambda i: [-1, len(i.labels)], IMPORTANCE: lambda i: [-1, -1], FRAMES_IN: lambda i: [-1],
-    FRAMES_OUT: lambda i: [-1], LOGMEL: lambda i: [-1, -1, i.n_mels]}
 
 
 class TensorInput(BaseModel):
@@ -66,10 +62,6 @@ class InferRequest(BaseModel):
     parameters: dict[str, Any] | None = None
     inputs: list[TensorInput]
     outputs: list[RequestedOutput] | None = None
-
-
-class BadTensor(BadRequest):
-    status, code = 400, "invalid_tensor"
 
 
 class OipError(BaseModel):
@@ -115,7 +107,7 @@ def _registry(request: Request) -> ModelRegistry:
 
 @router.get("")
 async def server_metadata() -> dict[str, Any]:
-    return {"name": "diffres-service", "version": "2", "extensions": ["binary_tensor_data"]}
+    return SERVER_METADATA
 
 
 @router.get("/health/live")
@@ -132,17 +124,7 @@ async def ready(request: Request) -> JSONResponse:
 
 @router.get("/models/{model_name}", responses=_errors(404, 503))
 async def model_metadata(request: Request, model_name: ModelName) -> dict[str, Any]:
-    m = _registry(request).get(model_name)
-    i = m.info
-    return {
-        "name": m.name, "versions": [i.version], "platform": "onnxruntime_onnx",
-        "inputs": [{"name": WAVEFORM, "datatype": DATATYPES[WAVEFORM], "shape": [-1, -1]},
-                   {"name": LENGTHS, "datatype": DATATYPES[LENGTHS], "shape": [-1]}],
-        "outputs": [{"name": name, "datatype": DATATYPES[name], "shape": OUTPUT_SHAPES[name](i)} for name in OUTPUTS],
-        "parameters": {"labels": list(i.labels), "sample_rate": i.sample_rate, "delta": i.delta,
-                       "clip_seconds": i.clip_seconds, "hop_ms": i.hop_ms, "version": i.version,
-                       "optional_inputs": [LENGTHS], "default_outputs": list(DEFAULT_OUTPUTS)},
-    }
+    return metadata_of(_registry(request).get(model_name))
 
 
 @router.get("/models/{model_name}/ready", responses=_errors(404, 503))
@@ -214,27 +196,26 @@ def _parse(body: bytearray, split: int) -> tuple[InferRequest, dict[str, Any], m
         raise BadTensor(f"invalid JSON in the inference request: {exc}"[:500]) from exc
 
 
-def _decode(tensor: TensorInput, binary: memoryview, data: Any, dtype: str) -> np.ndarray:
+def _decode(tensor: TensorInput, binary: memoryview | None, data: Any) -> np.ndarray:
     """A tensor's values, from its binary slice or its JSON data, flat."""
-    size = math.prod(tensor.shape)
+    spec = _spec(tensor)
     binary_size = (tensor.parameters or {}).get("binary_data_size")
     if binary_size is not None:
-        itemsize = np.dtype(NUMPY[dtype]).itemsize
-        if binary_size != itemsize * size or len(binary) != binary_size:
+        needed = np.dtype(NUMPY[spec.datatype]).itemsize * spec.size
+        received = len(binary) if binary is not None else 0
+        if binary_size != needed or received != binary_size:
             raise BadTensor(f"binary_data_size {binary_size} of '{tensor.name}' does not match shape {tensor.shape} "
-                            f"{dtype} ({itemsize * size} bytes; {len(binary)} bytes received)")
-        return np.frombuffer(binary, dtype=NUMPY[dtype]).astype(NUMPY[dtype][1:], copy=False)
+                            f"{spec.datatype} ({needed} bytes; {received} bytes received)")
+        return from_bytes(spec, binary if binary is not None else b"")
     if data is None:
         raise BadTensor(f"input '{tensor.name}' has no data")
     if not isinstance(data, list):
         raise BadTensor(f"input '{tensor.name}' data must be a (nested) list of numbers")
-    try:
-        flat = np.asarray(data, dtype=NUMPY[dtype][1:]).reshape(-1)
-    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise BadTensor(f"input '{tensor.name}' data is not a (nested) list of numbers of type {dtype}") from exc
-    if flat.size != size:
-        raise BadTensor(f"input '{tensor.name}' has {flat.size} values, shape {tensor.shape} needs {size}")
-    return flat
+    return from_values(spec, data)
+
+
+def _spec(tensor: TensorInput) -> TensorSpec:
+    return TensorSpec(tensor.name, tensor.datatype, tensor.shape)
 
 
 def _split_binary(req: InferRequest, binary: memoryview) -> dict[str, memoryview]:
@@ -253,44 +234,15 @@ def _split_binary(req: InferRequest, binary: memoryview) -> dict[str, memoryview
 
 def _inputs(req: InferRequest, datas: dict[str, Any], binary: memoryview, model: LoadedModel,
             max_row_s: float) -> tuple[np.ndarray, np.ndarray | None]:
-    """The request's waveform [batch, samples] float32 and optional lengths [batch] int64, validated."""
-    names = [t.name for t in req.inputs]
-    if WAVEFORM not in names or any(n not in INPUTS for n in names) or len(set(names)) != len(names):
-        raise BadTensor(f"expected input '{WAVEFORM}' and optionally '{LENGTHS}', got {names}")
-    tensors = {t.name: t for t in req.inputs}
+    """The request's waveform [batch, samples] float32 and optional lengths [batch] int64, validated
+    (server/tensors.py), each input's values from its binary slice or its JSON data."""
     parts = _split_binary(req, binary)
-    wave = tensors[WAVEFORM]
-    if wave.datatype != "FP32":
-        raise BadTensor(f"input '{WAVEFORM}' must be FP32, got {wave.datatype}")
-    if len(wave.shape) != 2 or min(wave.shape) < 1:
-        raise BadTensor(f"input '{WAVEFORM}' must have shape [batch, samples] with both >= 1, got {wave.shape}")
-    batch, samples = wave.shape
-    if samples > max_row_s * model.info.sample_rate:
-        raise PayloadTooLarge(f"rows of {samples} samples exceed the {max_row_s:g} s limit at "
-                              f"{model.info.sample_rate} Hz (DIFFRES_V2_MAX_ROW_S: a row runs in one call); "
-                              "send long audio to /v1/classify, which windows it", code="audio_too_long")
-    flat = _decode(wave, parts.get(WAVEFORM, memoryview(b"")), datas.get(WAVEFORM), "FP32")
-    if not np.isfinite(flat).all():
-        raise BadTensor(f"input '{WAVEFORM}' contains NaN or Inf", code="non_finite_audio")
-    if flat.size and float(np.abs(flat).max()) > MAX_ABS_SAMPLE:
-        raise BadTensor(f"input '{WAVEFORM}' values out of range (at most {MAX_ABS_SAMPLE:g}; audio is expected "
-                        "in [-1, 1])", code="out_of_range_audio")
-    return flat.reshape(batch, samples), _lengths(tensors.get(LENGTHS), parts, datas.get(LENGTHS), batch, samples)
+    tensors = {t.name: t for t in req.inputs}
 
+    def decode(spec: TensorSpec) -> np.ndarray:
+        return _decode(tensors[spec.name], parts.get(spec.name), datas.get(spec.name))
 
-def _lengths(tensor: TensorInput | None, parts: dict[str, memoryview], data: Any, batch: int,
-             samples: int) -> np.ndarray | None:
-    """Valid samples per row, each in [1, samples]; absent: every row full length."""
-    if tensor is None:
-        return None
-    if tensor.datatype != "INT64":
-        raise BadTensor(f"input '{LENGTHS}' must be INT64, got {tensor.datatype}")
-    if tensor.shape != [batch]:
-        raise BadTensor(f"input '{LENGTHS}' must have shape [{batch}] (one per waveform row), got {tensor.shape}")
-    lengths = _decode(tensor, parts.get(LENGTHS, memoryview(b"")), data, "INT64")
-    if lengths.min() < 1 or lengths.max() > samples:
-        raise BadTensor(f"input '{LENGTHS}' values must be in [1, {samples}] (the waveform's samples per row)")
-    return lengths
+    return read_inputs([_spec(t) for t in req.inputs], decode, model.info.sample_rate, max_row_s)
 
 
 def _json_values(array: np.ndarray) -> Iterator[bytes]:
@@ -328,7 +280,7 @@ def _render(req: InferRequest, wanted: list[str], arrays: dict[str, np.ndarray],
     outputs, tail = [], []
     for name, entry in entries:
         if binary_wanted.get(name, binary_default):
-            raw = arrays[name].astype(NUMPY[DATATYPES[name]]).tobytes()
+            raw = wire_bytes(arrays[name], name)
             entry["parameters"] = {"binary_data_size": len(raw)}
             tail.append(raw)
         else:
@@ -338,36 +290,6 @@ def _render(req: InferRequest, wanted: list[str], arrays: dict[str, np.ndarray],
     header = json.dumps({**head, "outputs": outputs}).encode()
     return Response(header + b"".join(tail), media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(len(header))})
-
-
-def _stack(rows: list[RowOutput], samples: int, hop: int) -> dict[str, np.ndarray]:
-    """Per-row outputs back into the graph's padded tensors: frames beyond a row's own are 0."""
-    frames = frames_in(samples, hop)
-
-    def padded(values: list[np.ndarray]) -> np.ndarray:
-        out = np.zeros((len(values), frames, *values[0].shape[1:]), dtype=np.float32)
-        for i, v in enumerate(values):
-            out[i, :len(v)] = v
-        return out
-
-    arrays = {FRAMES_IN: np.array([r.frames_in for r in rows], dtype=np.int64),
-              FRAMES_OUT: np.array([r.frames_out for r in rows], dtype=np.int64)}
-    if rows[0].logits is not None:
-        arrays[LOGITS] = np.stack([r.logits for r in rows])
-    for name in (IMPORTANCE, LOGMEL):
-        values = [getattr(r, name) for r in rows]
-        if values[0] is not None:
-            arrays[name] = padded(values)
-    return arrays
-
-
-async def run_rows(model: LoadedModel, rows: list[np.ndarray], outputs: tuple[str, ...]) -> list[RowOutput]:
-    """Tensor rows through the batcher, a lease's worth at a time (a lease is at most the request's share)."""
-    results: list[RowOutput] = []
-    with model.batcher.lease(len(rows), row_units(max(len(r) for r in rows), model.plan.window)) as lease:
-        for i in range(0, len(rows), lease.slots):
-            results.extend(await lease.run(rows[i:i + lease.slots], outputs))
-    return results
 
 
 @router.post("/models/{model_name}/infer", openapi_extra=INFER_BODY, responses=INFER_RESPONSES)
@@ -385,15 +307,6 @@ async def infer(request: Request, model_name: ModelName) -> Response:
         req, datas, binary = await run_in_threadpool(_parse, body, split)
         waveform, lengths = await run_in_threadpool(_inputs, req, datas, binary, model, settings.v2_max_row_s)
         del datas, binary
-        wanted = [o.name for o in req.outputs] if req.outputs else list(DEFAULT_OUTPUTS)
-        unknown = [n for n in wanted if n not in OUTPUTS]
-        if unknown:
-            raise BadTensor(f"unknown outputs {unknown}; the model has {list(OUTPUTS)}")
-        width = waveform.shape[1]
-        rows = list(waveform) if lengths is None else [row[:n] for row, n in zip(waveform, lengths, strict=True)]
-        audio_s = sum(len(r) for r in rows) / model.info.sample_rate
-        results = await run_rows(model, rows, tuple(dict.fromkeys([*wanted, LOGITS])))
-    arrays = _stack(results, width, model.info.backbone_hop)  # the frontend's own frame grid
-    request.app.state.metrics.observe_result(model.name, audio_s, int(arrays[FRAMES_IN].sum()),
-                                             int(arrays[FRAMES_OUT].sum()))
+        wanted = wanted_outputs([o.name for o in req.outputs or []])
+        arrays = await infer_tensors(model, waveform, lengths, wanted, request.app.state.metrics)
     return await run_in_threadpool(_render, req, wanted, arrays, model)
