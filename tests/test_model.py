@@ -135,7 +135,7 @@ def test_background_training_adds_a_background_label(tmp_path: Path) -> None:
             sf.write(bg / "speech" / f"x_{spk}_{i}.wav", noise, 8000, subtype="PCM_16")
     out = tmp_path / "run"
     train_main(["--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "8", "--n-mels", "32",
-                "--width", "8", "--speed-perturb", "1.0", "--background", str(bg)])
+                "--width", "8", "--speed-perturb", "1.0", "--negatives", str(bg)])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["labels"] == ["high", "low", BACKGROUND_LABEL]
     assert set(metrics["per_class_accuracy"]) == {"high", "low", BACKGROUND_LABEL}

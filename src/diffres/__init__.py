@@ -38,7 +38,8 @@ _PUBLIC = {
     "Prediction": "diffres.schemas",
     "DiffresError": "diffres.errors",
 }
-__all__ = sorted(_PUBLIC)
+__all__ = ["AsyncClient", "Classifier", "ClassifyResult", "Client", "DiffresError", "Event", "Prediction",
+           "available_models"]
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -211,7 +212,7 @@ def train(a: argparse.Namespace) -> int:
     from diffres.train.options import configs
     from diffres.train.trainer import train as run_training
 
-    metrics = run_training(*configs(a))
+    metrics = run_training(*configs(a), command="diffres " + shlex.join(sys.argv[1:]))
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     return OK
 

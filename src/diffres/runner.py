@@ -8,7 +8,7 @@ test, parity and the comparison all use it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -50,6 +50,22 @@ def pad_rows(rows: Sequence[np.ndarray], pad_to: int = 0) -> tuple[np.ndarray, n
     for i, row in enumerate(rows):
         waveform[i, :len(row)] = row
     return waveform, lengths
+
+
+def split_rows(out: Mapping[str, np.ndarray], lengths: np.ndarray, backbone_hop: int) -> list[RowOutput]:
+    """A padded batch's outputs per row, `importance` and `logmel` trimmed to the row's own frames (on the
+    frontend's frame grid: ChangeHopSize's is coarser)."""
+    frames = c.frames_in(lengths, backbone_hop)
+
+    def row(i: int) -> RowOutput:
+        def trimmed(key: str) -> np.ndarray | None:
+            return out[key][i, :int(frames[i])] if key in out else None
+
+        return RowOutput(logits=out[c.LOGITS][i] if c.LOGITS in out else None, importance=trimmed(c.IMPORTANCE),
+                         frames_in=int(out[c.FRAMES_IN][i]), frames_out=int(out[c.FRAMES_OUT][i]),
+                         logmel=trimmed(c.LOGMEL))
+
+    return [row(i) for i in range(len(lengths))]
 
 
 class OnnxModel:
@@ -105,19 +121,7 @@ class OnnxModel:
             raise ValueError("run() needs at least one row, each a 1-D array of samples")
         waveform, lengths = pad_rows(rows, pad_to)
         wanted = list(dict.fromkeys([*outputs, c.FRAMES_IN, c.FRAMES_OUT]))  # frames trim the rest
-        out = self.run_padded(waveform, lengths, wanted)
-        # importance and logmel are on the frontend's own frame grid (ChangeHopSize's is coarser).
-        frames = c.frames_in(lengths, self.info.backbone_hop)
-        return [self._row(out, i, int(frames[i])) for i in range(len(rows))]
-
-    @staticmethod
-    def _row(out: dict[str, np.ndarray], i: int, frames: int) -> RowOutput:
-        def trimmed(key: str) -> np.ndarray | None:
-            return out[key][i, :frames] if key in out else None
-
-        return RowOutput(logits=out[c.LOGITS][i] if c.LOGITS in out else None, importance=trimmed(c.IMPORTANCE),
-                         frames_in=int(out[c.FRAMES_IN][i]), frames_out=int(out[c.FRAMES_OUT][i]),
-                         logmel=trimmed(c.LOGMEL))
+        return split_rows(self.run_padded(waveform, lengths, wanted), lengths, self.info.backbone_hop)
 
     def warm_up(self, samples: int, batch_sizes: Sequence[int] = (1,)) -> None:
         """First calls allocate arenas and pick kernels: pay that before taking traffic or timing."""

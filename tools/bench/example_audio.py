@@ -20,7 +20,8 @@ import numpy as np
 import soundfile as sf
 
 from diffres.models import MODELS_DIR
-from tools.bench.event_scenes import keyword, scenes, validation_clips
+from diffres.train.scenes import keyword, scenes
+from tools.bench.event_scenes import validation_clips
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"

@@ -1,14 +1,18 @@
-"""Background material for an extra "nothing here" label, and mixing it into clips as augmentation.
+"""Background material for the "nothing here" label, and mixing it into clips as augmentation.
 
-Two kinds, all as cached mel power [T, F] like the clips themselves:
+Three kinds, all as cached mel power [T, F] like the clips themselves:
 - ambient: generated digital silence and white / pink / brown noise at low to moderate levels, and
   the quiet parts of the training clips (the stretches around each keyword);
-- sounds: folders of non-target audio named by the user (noise, music, other speech), every audio
-  file below them, and the training clips played backwards (speech-like, same voices and
-  microphones, but no keyword). Short files are joined back to back with short pauses, so the model
-  also sees what a window of continuous unrelated speech looks like, not only single words. When
-  the folders' file names carry speakers (`{label}_{speaker}_{i}`) one speaker is held out for
-  validation, so the false-accept rate is measured on speech the model never heard.
+- sounds: folders of non-target audio named by the user (`--negatives`: noise, music, other speech),
+  every audio file below them, and the training clips played backwards (speech-like, same voices
+  and microphones, but no keyword). A folder made by `python -m diffres.train.synth` gives its
+  training split only (its other speech and near misses); its evaluation split, other voices and
+  languages, is never trained on. Short files are joined back to back with short pauses, so the
+  model also sees what a window of continuous unrelated speech looks like. When a folder's file
+  names carry speakers (`{label}_{speaker}_{i}`) one speaker is held out for validation, so the
+  false-accept rate is measured on speech the model never heard; otherwise a seeded share is;
+- hard: windows a first model mistook for keywords on long streams of the training negatives
+  (mining.py), trained on as they are.
 Mixing happens in the mel-power domain (power of a sum ~ sum of powers for independent sources),
 so clips stay cached and no waveform is mixed per step.
 """
@@ -22,12 +26,15 @@ from pathlib import Path
 import numpy as np
 from diffres.train.requires import torch  # the `train` extra, or an error naming it
 
+from diffres.train.synth.acoustics import colored_noise
+
 from .data import AUDIO_SUFFIXES, SPEAKER_NAME
 
 BACKGROUND_LABEL = "_background_"
 QUIET_DB = -30.0  # a frame is quiet when its power is this far below the clip's loudest frame
 MIN_QUIET_S = 0.3  # shortest quiet stretch worth a background example
 NOISE_CLIPS = 160  # generated noise clips (train); a quarter as many, other seed, for validation
+PAUSE_POWER = 1e-8  # mel power of the pauses put between joined sounds
 
 
 @dataclass
@@ -36,6 +43,7 @@ class Background:
 
     ambient: list[torch.Tensor] = field(default_factory=list)
     sounds: list[torch.Tensor] = field(default_factory=list)
+    hard: list[torch.Tensor] = field(default_factory=list)
     val: list[torch.Tensor] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     holdout_speaker: str | None = None
@@ -46,38 +54,59 @@ class Background:
         return self.ambient + self.sounds
 
     def examples(self, count: int, max_frames: int, rng: np.random.Generator) -> list[torch.Tensor]:
-        """Half ambient crops, half runs of joined sounds (all ambient when there are no sounds)."""
-        n_sounds = count // 2 if self.sounds else 0
-        return (random_crops(self.ambient, count - n_sounds, max_frames, rng)
-                + joined_runs(self.sounds, n_sounds, max_frames, rng))
+        """A third hard windows (when mined), the rest half ambient crops, half runs of joined sounds (all
+        ambient when there are no sounds)."""
+        n_hard = count // 3 if self.hard else 0
+        n_sounds = (count - n_hard) // 2 if self.sounds else 0
+        hard = [self.hard[int(i)] for i in rng.integers(len(self.hard), size=n_hard)] if n_hard else []
+        return (random_crops(self.ambient, count - n_hard - n_sounds, max_frames, rng)
+                + joined_runs(self.sounds, n_sounds, max_frames, rng) + hard)
 
 
-def background_files(folders: list[str], seed: int, holdout_speaker: str | None
-                     ) -> tuple[list[str], list[str], str | None]:
-    """Audio files below the folders, split train / val: a held-out speaker when names carry one."""
-    files = sorted(str(f) for folder in folders for f in Path(folder).rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
+@dataclass
+class NegativeFiles:
+    """Files of the negatives folders for training and for validation, and the speaker held out (if any)."""
+
+    train: list[str] = field(default_factory=list)
+    val: list[str] = field(default_factory=list)
+    holdout_speaker: str | None = None
+
+
+def negative_files(folders: list[str], seed: int, holdout_speaker: str | None,
+                   val_fraction: float = 1 / 7) -> NegativeFiles:
+    """Audio files below each folder, split train / val: a held-out speaker when names carry one, else a
+    seeded share; a synth folder gives its training split only."""
+    out = NegativeFiles()
+    for folder in folders:
+        files, synthetic = _folder_files(folder)
+        speakers = [SPEAKER_NAME.match(Path(f).stem) for f in files]
+        if not synthetic and all(speakers):
+            names = sorted({m.group("speaker") for m in speakers})
+            held = holdout_speaker or random.Random(seed + 1).choice(names)
+            out.holdout_speaker = held
+            out.val += [f for f, m in zip(files, speakers) if m.group("speaker") == held]
+            out.train += [f for f, m in zip(files, speakers) if m.group("speaker") != held]
+            continue
+        shuffled = files[:]
+        random.Random(seed).shuffle(shuffled)
+        n_val = max(1, round(len(files) * val_fraction))
+        out.val += shuffled[:n_val]
+        out.train += shuffled[n_val:]
+    return out
+
+
+def _folder_files(folder: str) -> tuple[list[str], bool]:
+    """(sorted audio files, whether the folder is a synth output: then its training split only)."""
+    root = Path(folder)
+    if (root / "manifest.json").is_file():
+        from diffres.train.synth import synth_files
+
+        files = [str(f) for kind in ("negative", "near_miss") for f in synth_files(root, "train", kind)]
+        return sorted(files), True
+    files = sorted(str(f) for f in root.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
-        raise ValueError(f"no audio below background folders {folders}")
-    speakers = [SPEAKER_NAME.match(Path(f).stem) for f in files]
-    if all(speakers):
-        names = sorted({m.group("speaker") for m in speakers})
-        held = holdout_speaker or random.Random(seed + 1).choice(names)
-        val = [f for f, m in zip(files, speakers) if m.group("speaker") == held]
-        return [f for f in files if f not in set(val)], val, held
-    rng = random.Random(seed)
-    shuffled = files[:]
-    rng.shuffle(shuffled)
-    n_val = max(1, len(files) // 7)
-    return shuffled[n_val:], shuffled[:n_val], None
-
-
-def colored_noise(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
-    """Noise with power spectrum ~ 1/f^exponent (0 white, 1 pink, 2 brown), unit RMS."""
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    f = np.fft.rfftfreq(n)
-    f[0] = f[1] if n > 2 else 1.0
-    x = np.fft.irfft(spectrum / f ** (exponent / 2), n)
-    return (x / max(float(np.sqrt(np.mean(x ** 2))), 1e-12)).astype(np.float32)
+        raise ValueError(f"no audio below negatives folder {folder}")
+    return files, False
 
 
 def generated_noise(count: int, n_samples: int, seed: int) -> list[np.ndarray]:
@@ -129,7 +158,7 @@ def joined_runs(pool: list[torch.Tensor], count: int, max_frames: int, rng: np.r
         parts, n = [], 0
         while n < target:
             item = pool[int(rng.integers(len(pool)))]
-            pause = torch.full((int(rng.integers(0, max_pause + 1)), item.shape[1]), 1e-8)
+            pause = torch.full((int(rng.integers(0, max_pause + 1)), item.shape[1]), PAUSE_POWER)
             parts += [item, pause]
             n += item.shape[0] + pause.shape[0]
         run = torch.cat(parts)

@@ -81,13 +81,25 @@ class TrainConfig:
     speed_perturb: tuple[float, ...] = (0.85, 0.92, 1.0, 1.08, 1.15)  # resampled copies of each training clip
     gain_db: float = 12.0  # random gain, uniform in +-gain_db
     threads: int = 0  # 0: torch default
-    background: tuple[str, ...] = ()  # folders of non-target audio for the background label
-    background_class: bool = False  # train a background label (always on when `background` names folders)
+    negatives: tuple[str, ...] = ()  # folders of non-target audio for the background label
+    background_class: bool = False  # train a background label (always on when `negatives` names folders)
     background_holdout_speaker: str | None = None  # None: chosen by seed when file names carry speakers
     background_share: float = 2.0  # background examples per epoch, in units of an average label's clips
     mix_probability: float = 0.5  # share of training clips mixed with background material
     mix_snr_db: tuple[float, ...] = (0.0, 20.0)  # SNR range of that mixing
+    rooms: int = 0  # reverberated versions of each training clip (simulated rooms), besides the speed versions
+    context_probability: float = 0.0  # share of keyword windows with other sound right before or after the word
+    partial_share: float = 0.0  # windows holding part of a word, as background, per keyword window
+    long_window_probability: float = 0.0  # share of keyword windows up to twice as long (clips run whole)
+    synthetic_positives: str | None = None  # a synth folder whose keyword positives join the training clips
+    mine_rounds: int = 0  # hard-negative mining rounds after the epochs
+    mine_hours: float = 1.0  # of training negatives streamed per round
+    mine_epochs: int = 4  # epochs of training on with the mined windows, per round
+    mine_probability: float = 0.3  # a window is mined when a keyword reaches this probability
+    event_hops: tuple[float, ...] = ()  # window hops (s) the event rule is chosen among; () : half the window
+    event_windows_max: int = 3  # the most windows a label may be asked to hold
+    event_latency_s: float = 0.75  # the rule's expected delay from a word's end to its event, at most
 
     @property
     def with_background(self) -> bool:
-        return self.background_class or bool(self.background)
+        return self.background_class or bool(self.negatives)

@@ -13,11 +13,26 @@ from diffres.train.config import FrontendConfig, ModelConfig, TrainConfig
 
 RESOLUTIONS = ["diffres", "full", "avgpool", "avgmaxpool", "changehop"]
 # Options whose dataclass default (None) does not say their type.
-OPTION_TYPES = {"clip_seconds": float, "holdout_speaker": str, "background_holdout_speaker": str}
+OPTION_TYPES = {"clip_seconds": float, "holdout_speaker": str, "background_holdout_speaker": str,
+                "synthetic_positives": str}
 HELP = {
-    "background": "folders of non-target audio (noise, music, other speech) for a background label",
+    "negatives": "folders of non-target audio (noise, music, other speech; a `python -m diffres.train.synth` "
+                 "folder gives its training split) for a background label",
     "background_class": "train a background label from generated noise and the quiet parts of the clips "
-                        "(implied by --background)",
+                        "(implied by --negatives)",
+    "rooms": "reverberated versions of each training clip, in simulated rooms",
+    "context_probability": "share of keyword windows with other sound right before or after the word",
+    "partial_share": "windows holding only part of a word (labelled background), per keyword window",
+    "long_window_probability": "share of keyword windows up to twice the clip length (as short clips run whole)",
+    "synthetic_positives": "a synth folder whose synthetic keyword clips join the training clips",
+    "mine_rounds": "hard-negative mining rounds: stream the negatives, train on with what fires",
+    "mine_hours": "hours of training negatives streamed per mining round",
+    "mine_epochs": "epochs trained on with the mined windows, per round",
+    "mine_probability": "a window is mined when a keyword reaches this probability",
+    "event_hops": "window hops (s) the event rule is chosen among on validation recordings (default: half the "
+                  "window, one window)",
+    "event_windows_max": "the most consecutive windows a label may be asked to hold",
+    "event_latency_s": "the event rule's expected delay from a word's end to its event, at most",
 }
 
 
@@ -37,14 +52,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         if f.name in ("data", "out"):
             continue
         flag = "--" + f.name.replace("_", "-")
-        if f.name == "background":
+        if f.name == "negatives":
             p.add_argument(flag, nargs="*", default=(), metavar="DIR", help=HELP[f.name])
         elif isinstance(f.default, bool):
             p.add_argument(flag, action="store_true", help=HELP.get(f.name))
         elif isinstance(f.default, tuple):
-            p.add_argument(flag, type=float, nargs="*", default=f.default)
+            p.add_argument(flag, type=float, nargs="*", default=f.default, help=HELP.get(f.name))
         else:
-            p.add_argument(flag, type=OPTION_TYPES.get(f.name, type(f.default)), default=f.default)
+            p.add_argument(flag, type=OPTION_TYPES.get(f.name, type(f.default)), default=f.default,
+                           help=HELP.get(f.name))
 
 
 def train_parser(prog: str = "diffres train") -> argparse.ArgumentParser:
@@ -60,7 +76,8 @@ def configs(a: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
         raise SystemExit("--delta must be in [0, 1)")
     tcfg = TrainConfig(**{f.name: getattr(a, f.name) for f in fields(TrainConfig)})
     tcfg.speed_perturb = tuple(tcfg.speed_perturb)
-    tcfg.background, tcfg.mix_snr_db = tuple(tcfg.background), tuple(tcfg.mix_snr_db)
+    tcfg.negatives, tcfg.mix_snr_db = tuple(tcfg.negatives), tuple(tcfg.mix_snr_db)
+    tcfg.event_hops = tuple(tcfg.event_hops)
     sr = a.sample_rate
     if sr is None:
         from diffres.train.data import native_sample_rate, scan_audio_folder

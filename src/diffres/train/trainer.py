@@ -2,15 +2,22 @@
 
     diffres train --data ../shared/data/keywords --out runs/keywords --delta 0.5
 
-Mel spectra are computed once per clip by the model's own frontend and cached; each step crops or
-pads them to the clip length, applies SpecAugment, and trains compression + DiffRes + backbone.
-Validation runs every clip at its full length, unpadded, as the exported model will see it.
+Mel spectra are computed once per clip (and per speed and room version) by the model's own frontend
+and cached; each step takes windows of them (examples.py: the whole word for a keyword, parts of
+words and background material for the background label), mixes in background at random SNRs,
+applies SpecAugment, and trains compression + DiffRes + backbone. Validation runs every clip at its
+full length, unpadded, as the exported model will see it; the best epoch by (balanced) accuracy is
+kept. Then, as asked: rounds of hard-negative mining (mining.py), and the choice of min_score and of
+the event rule on validation data (calibrate.py). Deterministic for a seed and a thread count.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import random
+import shlex
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,12 +28,21 @@ from diffres.train.requires import torch  # the `train` extra, or an error namin
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from diffres.train import calibrate, mining
+from diffres.train.synth.acoustics import RirBank
+
+from .background import (BACKGROUND_LABEL, MIN_QUIET_S, NOISE_CLIPS, Background, NegativeFiles, generated_noise,
+                         joined_runs, mix_at_snr, negative_files, quiet_parts, random_crops)
 from .classifier import AudioClassifier
-from .config import FrontendConfig, ModelConfig, TrainConfig
-from .background import (BACKGROUND_LABEL, MIN_QUIET_S, NOISE_CLIPS, Background, background_files,
-                         generated_noise, joined_runs, mix_at_snr, quiet_parts, random_crops)
-from .data import Clip, crop_or_pad, load_audio, native_sample_rate, scan_audio_folder, split_clips
+from .config import ModelConfig, TrainConfig
+from .data import Clip, crop_or_pad, load_audio, scan_audio_folder, split_clips
 from .diffres import SILENT_POWER
+from .examples import Clips, partial_window, positive_window, with_context
+from diffres.contract import ModelInfo
+
+from .onnx_export import model_info
+
+ROOM_BANK = 64  # simulated rooms the reverberated versions are drawn from
 
 
 def spec_augment(mel: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,29 +75,24 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def training_batch(mels: list[list[torch.Tensor]], idx: np.ndarray, max_frames: int, cfg: TrainConfig,
-                   rng: np.random.Generator, gen: torch.Generator, mix_pool: list[torch.Tensor] | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mel power [B, T, F] (T: the longest clip, at most max_frames), real frames per row, SpecAugment time mask.
+def training_batch(chosen: list[torch.Tensor], cfg: TrainConfig, rng: np.random.Generator, gen: torch.Generator,
+                   mix_pool: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mel power [B, T, F] of the examples' windows (T: the longest), real frames per row, SpecAugment time mask.
 
-    Each clip comes from a random speed-perturbed copy (mels[copy][clip]), at a random gain, and
-    (with a background pool) mixed with background material at a random SNR. The frames that were
-    empty before mixing are returned as masked too: the guide loss must still push them down (the
-    noise added there is not the target sound), or mixing starves it and the estimator goes flat.
+    Each window at a random gain and (with a background pool) mixed with background material at a
+    random SNR. The frames that were empty before mixing are returned as masked too: the guide loss
+    must still push them down (the noise added there is not the target sound), or mixing starves it
+    and the estimator goes flat.
     """
-    chosen = [mels[c][j] for c, j in zip(rng.integers(len(mels), size=len(idx)), idx)]
-    n_frames = min(max_frames, max(m.shape[0] for m in chosen))
+    n_frames = max(m.shape[0] for m in chosen)
     silent = [(m.mean(1, keepdim=True) < SILENT_POWER).float() for m in chosen]  # [T_i, 1], before mixing
     if mix_pool:
         lo, hi = cfg.mix_snr_db
         chosen = [mix_at_snr(m, random_crops(mix_pool, 1, m.shape[0], rng)[0], rng.uniform(lo, hi))
                   if rng.random() < cfg.mix_probability else m for m in chosen]
-    # Crop the clip and its silence flags together (the same random offset).
-    state = rng.bit_generator.state
-    mel, lengths = crop_or_pad(chosen, n_frames, rng, random_crop=True)
-    rng.bit_generator.state = state
-    was_silent, _ = crop_or_pad(silent, n_frames, rng, random_crop=True)
-    gain = 10 ** (rng.uniform(-cfg.gain_db, cfg.gain_db, (len(idx), 1, 1)) / 10)
+    mel, lengths = crop_or_pad(chosen, n_frames, rng, random_crop=False)
+    was_silent, _ = crop_or_pad(silent, n_frames, rng, random_crop=False)
+    gain = 10 ** (rng.uniform(-cfg.gain_db, cfg.gain_db, (len(chosen), 1, 1)) / 10)
     mel, masked = spec_augment(mel * torch.from_numpy(gain).float(), cfg, gen)
     if mix_pool:
         masked = masked | (was_silent[..., 0] > 0.5)
@@ -89,24 +100,40 @@ def training_batch(mels: list[list[torch.Tensor]], idx: np.ndarray, max_frames: 
 
 
 @torch.no_grad()
-def compute_mels(model: AudioClassifier, clips: list[Clip] | list[str], desc: str, speed: float = 1.0
-                 ) -> list[torch.Tensor]:
-    """Mel power per clip (or file path); speed != 1 plays it faster or slower (tempo and pitch)."""
+def compute_mels(model: AudioClassifier, clips: list[Clip] | list[str], desc: str, speed: float = 1.0,
+                 rooms: RirBank | None = None, rng: np.random.Generator | None = None) -> list[torch.Tensor]:
+    """Mel power per clip (or file path); speed != 1 plays it faster or slower (tempo and pitch); with `rooms`,
+    each clip is heard in one of them (drawn with `rng`)."""
     sr = model.cfg.frontend.sample_rate
     mels = []
     for c in tqdm(clips, desc=desc, leave=False):
         audio = load_audio(c if isinstance(c, str) else c.path, sr)
         if speed != 1.0:
             audio = soxr.resample(audio, sr * speed, sr).astype(np.float32)
+        if rooms is not None and rng is not None:
+            audio = rooms.reverberate(audio, rng)
         mels.append(model.mel(torch.from_numpy(audio)[None])[0])
     return mels
 
 
+def clip_versions(model: AudioClassifier, clips: list[Clip], tcfg: TrainConfig) -> list[list[torch.Tensor]]:
+    """Every training clip at each speed, then in `rooms` simulated rooms (each at a random speed)."""
+    speeds = tuple(tcfg.speed_perturb) or (1.0,)
+    versions = [compute_mels(model, clips, f"mel (train, speed {f})", f) for f in speeds]
+    if tcfg.rooms:
+        bank = RirBank(ROOM_BANK, model.cfg.frontend.sample_rate, seed=tcfg.seed)
+        rng = np.random.default_rng(tcfg.seed + 30_000)
+        for r in range(tcfg.rooms):
+            versions.append(compute_mels(model, clips, f"mel (train, room {r + 1})", float(rng.choice(speeds)),
+                                         bank, rng))
+    return versions
+
+
 @torch.no_grad()
 def build_background(model: AudioClassifier, tcfg: TrainConfig, train_mels: list[torch.Tensor],
-                     val_mels: list[torch.Tensor], clip_frames: int) -> Background:
-    """Generated silence and noise, the clips' quiet parts, the clips backwards and the background
-    folders, as mel power (train/background.py says why each)."""
+                     val_mels: list[torch.Tensor], clip_frames: int) -> tuple[Background, NegativeFiles]:
+    """Generated silence and noise, the clips' quiet parts, the clips backwards and the negatives folders, as
+    mel power (background.py says why each); and the negatives' files."""
     sr, hop = model.cfg.frontend.sample_rate, model.mel.hop
     n_samples = (clip_frames - 1) * hop
     noise = [[model.mel(torch.from_numpy(x)[None])[0] for x in generated_noise(n, n_samples, seed)]
@@ -118,38 +145,20 @@ def build_background(model: AudioClassifier, tcfg: TrainConfig, train_mels: list
                     counts={"noise_train": len(noise[0]), "noise_val": len(noise[1]),
                             "quiet_train": len(quiet[0]), "quiet_val": len(quiet[1]),
                             "backwards_train": len(backwards[0])})
-    val_sounds = backwards[1]
-    if tcfg.background:
-        train_files, val_files, bg.holdout_speaker = background_files(
-            list(tcfg.background), tcfg.seed, tcfg.background_holdout_speaker)
-        bg.sounds += compute_mels(model, train_files, "mel (background)")
-        val_sounds = val_sounds + compute_mels(model, val_files, "mel (background val)")
-        bg.counts.update(folder_train=len(train_files), folder_val=len(val_files))
-    # Validation: held-out material as it is, plus runs of it joined as long windows see it.
+    val_sounds, files = backwards[1], negative_files(list(tcfg.negatives), tcfg.seed, tcfg.background_holdout_speaker)
+    if tcfg.negatives:
+        bg.holdout_speaker = files.holdout_speaker
+        bg.sounds += compute_mels(model, files.train, "mel (negatives)")
+        val_sounds = val_sounds + compute_mels(model, files.val, "mel (negatives val)")
+        bg.counts.update(folder_train=len(files.train), folder_val=len(files.val))
+    # Validation: held-out material in windows up to twice the clip length, and runs of it joined.
     rng = np.random.default_rng(tcfg.seed + 20_000)
     runs = joined_runs(val_sounds, len(val_sounds) // 4, clip_frames, rng)
-    bg.val = noise[1] + quiet[1] + val_sounds + runs
+    windows = [m[start:start + 2 * clip_frames] for m in val_sounds
+               for start in [int(rng.integers(0, max(1, m.shape[0] - 2 * clip_frames + 1)))]]
+    bg.val = noise[1] + quiet[1] + windows + runs
     bg.counts.update(sounds_val=len(val_sounds), joined_val=len(runs))
-    return bg
-
-
-def choose_min_score(probs: torch.Tensor, y: torch.Tensor, background: int | None) -> float:
-    """Default event threshold: the lowest whose background false-accept rate on validation is <= 1%.
-
-    An event is a window whose best non-background label scores at least the threshold. Without a
-    background label (or background validation data) there is nothing to calibrate against: 0.5.
-    """
-    if background is None or not (y == background).any():
-        return 0.5
-    keyword = probs.clone()
-    keyword[:, background] = -1.0
-    score, label = keyword.max(1)
-    is_bg = y == background
-    for threshold in np.arange(0.3, 0.96, 0.05):
-        false_accept = (score[is_bg] >= threshold).float().mean().item()
-        if false_accept <= 0.01:
-            return round(float(threshold), 2)
-    return 0.95
+    return bg, files
 
 
 @torch.no_grad()
@@ -188,7 +197,7 @@ def evaluate(model: AudioClassifier, mels: list[torch.Tensor], labels: list[int]
                  if is_bg.any() else 0.0}
     return {
         **extra,
-        "min_score": choose_min_score(probs, y_all, background),
+        "min_score": calibrate.choose_min_score(probs, y_all, background),
         "accuracy": float(correct.sum() / total.sum()),
         "per_class_accuracy": per_class,
         "mean_frames_in": frames_in / len(mels),
@@ -204,121 +213,214 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def train(tcfg: TrainConfig, mcfg: ModelConfig) -> dict:
-    torch.manual_seed(tcfg.seed)
-    if tcfg.threads:
-        torch.set_num_threads(tcfg.threads)
-    rng = np.random.default_rng(tcfg.seed)
-    gen = torch.Generator().manual_seed(tcfg.seed)
+def seed_everything(seed: int, threads: int) -> tuple[np.random.Generator, torch.Generator]:
+    """Every source of randomness from the seed, deterministic kernels, a fixed thread count: the same
+    command gives the same model."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    if threads:
+        torch.set_num_threads(threads)
+    return np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+
+
+class Run:
+    """One training run's model, data and progress, shared by the epochs and the mining rounds."""
+
+    def __init__(self, tcfg: TrainConfig, mcfg: ModelConfig, labels: list[str], background: int | None,
+                 clips: Clips, y_train: list[int], bg: Background, val: tuple[list[torch.Tensor], list[int]],
+                 clip_frames: int, frames_per_s: float, val_paths: list[str]) -> None:
+        self.tcfg, self.mcfg, self.labels, self.background = tcfg, mcfg, labels, background
+        self.model = AudioClassifier(mcfg)
+        self.clips, self.y_train, self.bg = clips, y_train, bg
+        self.val_mels, self.y_val = val
+        self.clip_frames, self.frames_per_s, self.val_paths = clip_frames, frames_per_s, val_paths
+        self.rng, self.gen = np.random.default_rng(tcfg.seed), torch.Generator().manual_seed(tcfg.seed)
+        # Background examples per epoch, in units of an average target label's clips.
+        self.n_bg = round(tcfg.background_share * len(y_train) / (len(labels) - 1)) if background is not None else 0
+        self.best: dict = {}
+        self.history: list[dict] = []
+
+    def examples(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """One epoch's windows and labels: every clip's word once, parts of words and background material."""
+        t, rng, frames = self.tcfg, self.rng, self.clip_frames
+        mels, ys = [], []
+        for i, y in enumerate(self.y_train):
+            mel, span = self.clips.pick(i, rng)
+            if self.bg.sounds and rng.random() < t.context_probability:
+                mel, span = with_context(mel, span, self.bg.sounds, self.frames_per_s, rng)
+            length = int(rng.integers(frames, 2 * frames + 1)) if rng.random() < t.long_window_probability else frames
+            mels.append(positive_window(mel, span, length, rng))
+            ys.append(y)
+        if self.background is not None:
+            for i in rng.integers(len(self.y_train), size=round(t.partial_share * len(self.y_train))):
+                part = partial_window(*self.clips.pick(int(i), rng), frames, rng)
+                if part is not None:
+                    mels.append(part)
+                    ys.append(self.background)
+            crops = self.bg.examples(self.n_bg, frames, rng)
+            mels += crops
+            ys += [self.background] * len(crops)
+        return mels, torch.tensor(ys)
+
+    def fit(self, epochs: int, lr: float, warmup_epochs: int, stage: str) -> None:
+        """`epochs` epochs from the model as it is; the best epoch of this stage is saved as best.pt."""
+        t = self.tcfg
+        opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=t.weight_decay)
+        steps_per_epoch = math.ceil((len(self.y_train) * (1 + t.partial_share) + self.n_bg) / t.batch_size)
+        total = steps_per_epoch * epochs
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup_epochs * steps_per_epoch, total))
+        self.best = {}
+        bar = tqdm(range(epochs), desc=f"{stage} {Path(t.out).name}")
+        for epoch in bar:
+            self.model.train()
+            mels, ys = self.examples()
+            losses = []
+            for idx in length_batches(np.array([m.shape[0] for m in mels]), t.batch_size, self.rng):
+                mel, n_frames, masked = training_batch([mels[i] for i in idx], t, self.rng, self.gen,
+                                                       self.bg.pool or None)
+                logits, r = self.model.classify(self.model.compress(mel), n_frames, masked)
+                loss = F.cross_entropy(logits, ys[idx]) + t.guide_loss_weight * r.guide_loss
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+            val = evaluate(self.model, self.val_mels, self.y_val, len(self.labels), self.background)
+            self.history.append({"stage": stage, "epoch": epoch + 1, "loss": float(np.mean(losses)),
+                                 "val_accuracy": val["accuracy"], "activeness": val["activeness"]})
+            bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{val['accuracy']:.3f}")
+            # With a background label the validation set is mostly background: judge by balanced accuracy.
+            val["selection"] = val.get("balanced_accuracy", val["accuracy"])
+            if val["selection"] >= self.best.get("selection", -1.0):  # ties: the later, more annealed model
+                self.best = {**val, "epoch": epoch + 1, "stage": stage}
+                self.save()
+
+    def save(self, **extra: object) -> None:
+        torch.save({"model_config": self.mcfg.to_dict(), "train_config": asdict(self.tcfg), "labels": self.labels,
+                    "background_label": BACKGROUND_LABEL if self.background is not None else "",
+                    "min_score": self.best["min_score"], "state_dict": self.model.state_dict(),
+                    "val_clips": self.val_paths, "epoch": self.best["epoch"], **extra}, Path(self.tcfg.out) / "best.pt")
+
+    def load_best(self) -> None:
+        self.model.load_state_dict(torch.load(Path(self.tcfg.out) / "best.pt", weights_only=False)["state_dict"])
+
+    def info(self, window_hop_s: float | None = None) -> ModelInfo:
+        """The contract metadata the model would be exported with now."""
+        return model_info(self.model, self.labels, self.tcfg.clip_seconds, name=Path(self.tcfg.out).name,
+                          background_label=BACKGROUND_LABEL if self.background is not None else "",
+                          min_score=self.best["min_score"], window_hop_s=window_hop_s)
+
+
+def synthetic_positives(tcfg: TrainConfig, labels: list[str]) -> list[Clip]:
+    """The synth folder's synthetic keyword clips (its training split) as training clips of their labels."""
+    if not tcfg.synthetic_positives:
+        return []
+    from diffres.train.synth import synth_files
+
+    return [Clip(str(f), i, None) for i, label in enumerate(labels)
+            for f in synth_files(tcfg.synthetic_positives, "train", "positive", label)]
+
+
+def train(tcfg: TrainConfig, mcfg: ModelConfig, command: str | None = None) -> dict:
+    """Train, mine, calibrate; writes best.pt and metrics.json (with `command`, the line that ran it)."""
+    seed_everything(tcfg.seed, tcfg.threads)
     out = Path(tcfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
 
     clips, labels = scan_audio_folder(tcfg.data)
     train_clips, val_clips, held = split_clips(clips, tcfg.val_fraction, tcfg.seed, tcfg.holdout_speaker)
+    synthetic = synthetic_positives(tcfg, labels)
     background = len(labels) if tcfg.with_background else None  # the extra label goes last
     labels = labels + [BACKGROUND_LABEL] if background is not None else labels
     mcfg.n_classes = len(labels)
-    model = AudioClassifier(mcfg)
+    frontend = AudioClassifier(mcfg)  # computes the cached mel spectra; the run's model starts from the seed
+    versions = clip_versions(frontend, train_clips + synthetic, tcfg)
+    val_mels = compute_mels(frontend, val_clips, "mel (val)")
     speeds = tuple(tcfg.speed_perturb) or (1.0,)
-    train_mels = [compute_mels(model, train_clips, f"mel (train, speed {f})", f) for f in speeds]
-    val_mels = compute_mels(model, val_clips, "mel (val)")
-    plain = train_mels[speeds.index(1.0)] if 1.0 in speeds else train_mels[0]
-    lengths = np.array([m.shape[0] for m in plain])
-    hop = model.mel.hop
+    plain = versions[speeds.index(1.0)] if 1.0 in speeds else versions[0]
+    hop, sr = frontend.mel.hop, mcfg.frontend.sample_rate
     if tcfg.clip_seconds is None:
-        tcfg.clip_seconds = math.ceil(np.percentile(lengths, 95) * hop / mcfg.frontend.sample_rate * 10) / 10
-    clip_frames = int(tcfg.clip_seconds * mcfg.frontend.sample_rate) // hop + 1
-    y_train = torch.tensor([c.label for c in train_clips])
-    bg = build_background(model, tcfg, plain, val_mels, clip_frames) if background is not None else Background()
-    # Background examples per epoch, in units of an average target label's clips.
-    n_bg = round(tcfg.background_share * len(train_clips) / (len(labels) - 1)) if background is not None else 0
-    val_mels, y_val = val_mels + bg.val, [c.label for c in val_clips] + [background] * len(bg.val)
-
-    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    steps_per_epoch = math.ceil((len(train_clips) + n_bg) / tcfg.batch_size)
-    total_steps = steps_per_epoch * tcfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, tcfg.warmup_epochs * steps_per_epoch, total_steps))
-
-    best: dict = {"accuracy": -1.0}
-    history = []
-    start = time.time()
-    bar = tqdm(range(tcfg.epochs), desc=f"train {out.name}")
-    for epoch in bar:
-        model.train()
-        losses = []
-        crops = bg.examples(n_bg, clip_frames, rng) if n_bg else []
-        epoch_mels = [copy + crops for copy in train_mels]
-        y_epoch = torch.cat([y_train, torch.full((len(crops),), len(labels) - 1, dtype=torch.int64)])
-        epoch_lengths = np.concatenate([lengths, [c.shape[0] for c in crops]]).astype(int)
-        for idx in length_batches(epoch_lengths, tcfg.batch_size, rng):
-            mel, n_frames, masked = training_batch(epoch_mels, idx, clip_frames, tcfg, rng, gen, bg.pool or None)
-            logits, r = model.classify(model.compress(mel), n_frames, masked)
-            loss = F.cross_entropy(logits, y_epoch[idx]) + tcfg.guide_loss_weight * r.guide_loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-        val = evaluate(model, val_mels, y_val, len(labels), background)
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_accuracy": val["accuracy"],
-                        "activeness": val["activeness"]})
-        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{val['accuracy']:.3f}")
-        # With a background label the validation set is mostly background: judge by balanced accuracy.
-        val["selection"] = val.get("balanced_accuracy", val["accuracy"])
-        if val["selection"] >= best.get("selection", -1.0):  # ties: the later, more annealed model
-            best = {**val, "epoch": epoch + 1}
-            torch.save({
-                "model_config": mcfg.to_dict(),
-                "train_config": asdict(tcfg),
-                "labels": labels,
-                "background_label": BACKGROUND_LABEL if background is not None else "",
-                "min_score": val["min_score"],
-                "state_dict": model.state_dict(),
-                "val_clips": [c.path for c in val_clips],
-                "epoch": epoch + 1,
-            }, out / "best.pt")
-
-    metrics = {
-        "data": tcfg.data,
-        "labels": labels,
-        "resolution": mcfg.resolution,
-        "delta": mcfg.delta,
-        "compression": mcfg.frontend.compression,
-        "sample_rate": mcfg.frontend.sample_rate,
-        "hop_ms": mcfg.frontend.hop_ms,
-        "clip_seconds": tcfg.clip_seconds,
-        "split": f"speaker {held!r} held out" if held else f"stratified {tcfg.val_fraction:.0%} val, seed {tcfg.seed}",
-        "n_train": len(train_clips),
-        "n_val": len(val_clips),
-        "val_accuracy": best["accuracy"],
-        **{k: best[k] for k in ("balanced_accuracy", "target_accuracy", "background_false_accept") if k in best},
-        "min_score": best["min_score"],
-        "background": {"label": BACKGROUND_LABEL, "folders": list(tcfg.background), "examples": bg.counts,
-                       "background_holdout_speaker": bg.holdout_speaker, "examples_per_epoch": n_bg,
-                       "mix_probability": tcfg.mix_probability, "mix_snr_db": list(tcfg.mix_snr_db)}
-        if background is not None else None,
-        "val_clips": [c.path for c in val_clips],
-        "per_class_accuracy": dict(zip(labels, best["per_class_accuracy"])),
-        "best_epoch": best["epoch"],
-        "mean_frames_in": best["mean_frames_in"],
-        "mean_frames_out": best["mean_frames_out"],
-        "activeness": best["activeness"],
-        "epochs": tcfg.epochs,
-        "seed": tcfg.seed,
-        "wall_time_s": round(time.time() - start, 1),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "history": history,
-    }
+        lengths = np.array([m.shape[0] for m in plain])
+        tcfg.clip_seconds = math.ceil(np.percentile(lengths, 95) * hop / sr * 10) / 10
+    clip_frames = int(tcfg.clip_seconds * sr) // hop + 1
+    bg, negatives = (build_background(frontend, tcfg, plain[:len(train_clips)], val_mels, clip_frames)
+                     if background is not None else (Background(), NegativeFiles()))
+    torch.manual_seed(tcfg.seed)
+    run = Run(tcfg, mcfg, labels, background, Clips.of(versions, sr / hop), [c.label for c in train_clips + synthetic],
+              bg, (val_mels + bg.val, [c.label for c in val_clips] + [background] * len(bg.val)), clip_frames,
+              sr / hop, [c.path for c in val_clips])
+    run.fit(tcfg.epochs, tcfg.lr, tcfg.warmup_epochs, "train")
+    mined = mine_rounds(run, negatives.train)
+    run.load_best()
+    rule, choice = choose_rule(run, val_clips, negatives.val)
+    run.save(window_hop_s=rule.window_hop_s, event_windows=rule.event_windows)
+    metrics = report(run, held, len(train_clips), len(synthetic), len(val_clips), negatives, mined, choice)
+    metrics["wall_time_s"] = round(time.time() - start, 1)
+    if command:
+        metrics["command"] = command
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def mine_rounds(run: Run, negatives: list[str]) -> list[dict]:
+    """Rounds of hard-negative mining (mining.py), each followed by `mine_epochs` epochs trained on with them."""
+    t, rounds = run.tcfg, []
+    if run.background is None or not negatives:
+        return rounds
+    for r in range(t.mine_rounds):
+        run.load_best()
+        hop = min(t.event_hops) if t.event_hops else None
+        hard, stats = mining.mine(run.model, run.info(hop), negatives, t.mine_hours, t.mine_probability, t.seed + r)
+        run.bg.hard += hard
+        rounds.append({"round": r + 1, **stats, "hard_total": len(run.bg.hard)})
+        run.fit(t.mine_epochs, t.lr * 0.3, 0, f"mine {r + 1}")
+    return rounds
+
+
+def choose_rule(run: Run, val_clips: list[Clip], speech: list[str]) -> tuple[calibrate.EventRule, dict]:
+    """The event rule chosen on validation recordings (calibrate.py), or half-window hops and one window."""
+    t = run.tcfg
+    if not t.event_hops or run.background is None or not speech:
+        return calibrate.EventRule(t.clip_seconds / 2, 1), {}
+    recordings = calibrate.validation_recordings([(c.path, run.labels[c.label]) for c in val_clips],
+                                                 [Path(f) for f in speech], run.mcfg.frontend.sample_rate, t.seed)
+    return calibrate.choose_event_rule(run.model, run.info(), recordings, tuple(t.event_hops), t.event_windows_max,
+                                       t.event_latency_s)
+
+
+def report(run: Run, held: str | None, n_train: int, n_synthetic: int, n_val: int, negatives: NegativeFiles,
+           mined: list[dict], choice: dict) -> dict:
+    """What metrics.json records of the run."""
+    t, m, best = run.tcfg, run.mcfg, run.best
+    return {
+        "data": t.data, "labels": run.labels, "resolution": m.resolution, "delta": m.delta,
+        "compression": m.frontend.compression, "sample_rate": m.frontend.sample_rate, "hop_ms": m.frontend.hop_ms,
+        "clip_seconds": t.clip_seconds,
+        "split": f"speaker {held!r} held out" if held else f"stratified {t.val_fraction:.0%} val, seed {t.seed}",
+        "n_train": n_train, "n_synthetic_positives": n_synthetic, "n_val": n_val, "val_accuracy": best["accuracy"],
+        **{k: best[k] for k in ("balanced_accuracy", "target_accuracy", "background_false_accept") if k in best},
+        "min_score": best["min_score"],
+        "event_rule": choice or {"chosen": {"window_hop_s": t.clip_seconds / 2, "event_windows": 1}},
+        "background": {"label": BACKGROUND_LABEL, "folders": list(t.negatives), "examples": run.bg.counts,
+                       "background_holdout_speaker": negatives.holdout_speaker, "examples_per_epoch": run.n_bg,
+                       "mix_probability": t.mix_probability, "mix_snr_db": list(t.mix_snr_db), "mining": mined}
+        if run.background is not None else None,
+        "val_clips": run.val_paths, "per_class_accuracy": dict(zip(run.labels, best["per_class_accuracy"])),
+        "best_epoch": best["epoch"], "best_stage": best["stage"], "mean_frames_in": best["mean_frames_in"],
+        "mean_frames_out": best["mean_frames_out"], "activeness": best["activeness"], "epochs": t.epochs,
+        "seed": t.seed, "threads": t.threads, "parameters": sum(p.numel() for p in run.model.parameters()),
+        "history": run.history,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     """`diffres train ...` (`python -m diffres.train.trainer`): train, then print the metrics."""
     from diffres.train.options import configs, train_parser
 
-    metrics = train(*configs(train_parser().parse_args(argv)))
+    args = sys.argv[1:] if argv is None else argv
+    metrics = train(*configs(train_parser().parse_args(args)), command=shlex.join(["diffres", "train", *args]))
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     return 0
 

@@ -1,0 +1,98 @@
+"""What training chooses on validation data and the exported model carries: min_score and the event rule.
+
+- min_score: the lowest threshold (0.30, 0.35, ... 0.95) at which at most 1% of the background
+  validation windows (noise, quiet parts, other speech of held-out speakers, backwards clips, alone
+  and joined) score that high on any keyword.
+- The event rule, window_hop_s and event_windows (diffres/events.py): validation keyword clips are
+  placed in recordings (diffres.train.scenes) among held-out speech, next to it, and in noise,
+  plus recordings of speech alone; the model runs them through the pipeline the service runs
+  (TorchRunner); each candidate hop and number of windows is scored (event_eval) and the rule with
+  the best F1 is kept, among those whose expected delay from a word's end to its event, half a hop
+  plus the windows after the first, stays within `latency_s`; ties go to fewer false alarms, then
+  to the coarser hop (less work).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffres.contract import ModelInfo
+from diffres.pipeline import ClassifyOptions, Pipeline
+from diffres.train import event_eval, scenes
+from diffres.train.requires import torch  # the `train` extra, or an error naming it
+from diffres.train.torch_runner import TorchRunner
+from diffres.windows import WindowPlan
+
+FALSE_ACCEPT_GOAL = 0.01
+THRESHOLDS = np.arange(0.3, 0.96, 0.05)
+SCENE_SECONDS = 60.0
+SPEECH_ALONE_MINUTES = 6.0
+
+
+def choose_min_score(probs: torch.Tensor, y: torch.Tensor, background: int | None) -> float:
+    """The default event threshold: the lowest whose background false-accept rate on validation is <= 1%.
+
+    Without a background label (or background validation data) there is nothing to calibrate against: 0.5.
+    """
+    if background is None or not (y == background).any():
+        return 0.5
+    keyword = probs.clone()
+    keyword[:, background] = -1.0
+    score, _ = keyword.max(1)
+    is_bg = y == background
+    for threshold in THRESHOLDS:
+        if (score[is_bg] >= threshold).float().mean().item() <= FALSE_ACCEPT_GOAL:
+            return round(float(threshold), 2)
+    return 0.95
+
+
+@dataclass(frozen=True)
+class EventRule:
+    window_hop_s: float
+    event_windows: int
+
+    def latency_s(self) -> float:
+        """Expected delay from a word's end to its event: half a hop, then the windows after the first."""
+        return self.window_hop_s / 2 + (self.event_windows - 1) * self.window_hop_s
+
+
+def validation_recordings(clips: list[tuple[str, str]], speech: list[Path], sr: int,
+                          seed: int) -> list[tuple[scenes.Scene, bool]]:
+    """Validation keywords among held-out speech (10 dB), next to it, and in noise (10 dB); speech alone."""
+    rng = np.random.default_rng(seed)
+    keywords = [scenes.keyword(path, label, sr) for path, label in clips]
+    built = [(s, False) for s in scenes.scenes(keywords, "speech", 10.0, SCENE_SECONDS, sr, rng, speech)]
+    built += [(s, False) for s in scenes.adjacent_scenes(keywords, SCENE_SECONDS, sr, rng, speech)]
+    built += [(s, False) for s in scenes.scenes(keywords, "noise", 10.0, SCENE_SECONDS, sr, rng, speech)]
+    built += [(s, True) for s in scenes.background_only("speech", 10.0, SPEECH_ALONE_MINUTES, SCENE_SECONDS, sr,
+                                                          rng, speech)]
+    return built
+
+
+def choose_event_rule(model: Any, info: ModelInfo, recordings: list[tuple[scenes.Scene, bool]], hops: tuple[float, ...],
+                      max_windows: int, latency_s: float) -> tuple[EventRule, dict[str, Any]]:
+    """The best rule on the recordings (the module docstring says how), and every candidate's figures."""
+    candidates: list[tuple[tuple[float, int, float], EventRule, dict[str, Any]]] = []
+    for hop in hops:
+        hop_info = replace(info, window_hop_s=hop, event_windows=1)
+        pipeline = Pipeline(hop_info, WindowPlan.for_model(hop_info))
+        runner = TorchRunner(model, hop_info.backbone_hop)
+        classified = [(scene, event_eval.classify(pipeline, runner, scene.audio), alone) for scene, alone in recordings]
+        for windows in range(1, max_windows + 1):
+            rule = EventRule(hop, windows)
+            if rule.latency_s() > latency_s + 1e-9:
+                continue
+            counts = event_eval.tally(classified, pipeline, ClassifyOptions(), event_windows=windows)
+            total = counts["all"]
+            figures = {"window_hop_s": hop, "event_windows": windows, "latency_s": round(rule.latency_s(), 3),
+                       **{name: t.summary() for name, t in counts.items()}}
+            candidates.append(((total.f1, -total.false_alarms, hop), rule, figures))
+    if not candidates:
+        raise ValueError(f"no event rule of hops {hops} meets the {latency_s} s latency")
+    _, best, _ = max(candidates, key=lambda c: c[0])
+    return best, {"chosen": {"window_hop_s": best.window_hop_s, "event_windows": best.event_windows},
+                  "candidates": [figures for _, _, figures in candidates]}

@@ -1,0 +1,92 @@
+"""The training recipe on a tiny folder: negatives, rooms, word windows, mining, the event rule, determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+torch = pytest.importorskip("torch", reason="training needs the `train` extra")
+
+from diffres.train import calibrate  # noqa: E402
+from diffres.train.examples import partial_window, positive_window, word_span, with_context  # noqa: E402
+from diffres.train.trainer import main as train_main  # noqa: E402
+
+SR = 8000
+
+
+def burst(freq: float, seconds: float, at: float, length: float, rng: np.random.Generator) -> np.ndarray:
+    """A tone of `length` s at `at` s in quiet noise: a 'word' with silence around it."""
+    x = 0.003 * rng.standard_normal(round(seconds * SR)).astype(np.float32)
+    t = np.arange(round(length * SR)) / SR
+    start = round(at * SR)
+    x[start:start + len(t)] += (0.4 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return x
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("recipe")
+    rng = np.random.default_rng(0)
+    for label, freq in (("low", 300.0), ("high", 1800.0)):
+        (root / "kw" / label).mkdir(parents=True)
+        for i in range(12):
+            sf.write(root / "kw" / label / f"{i}.wav", burst(freq, 1.2, rng.uniform(0.2, 0.6), 0.35, rng), SR)
+    (root / "neg").mkdir()
+    for i in range(10):  # other tones: what the background label must learn to reject
+        sf.write(root / "neg" / f"{i}.wav", burst(float(rng.uniform(600, 1200)), 2.0, 0.5, 0.8, rng), SR)
+    return root / "kw", root / "neg"
+
+
+def recipe(data: Path, negatives: Path, out: Path) -> list[str]:
+    return ["--data", str(data), "--out", str(out), "--epochs", "1", "--width", "8", "--threads", "1",
+            "--clip-seconds", "0.6", "--speed-perturb", "1.0", "--negatives", str(negatives), "--rooms", "1",
+            "--partial-share", "0.5", "--context-probability", "0.5", "--long-window-probability", "0.3",
+            "--mine-rounds", "1", "--mine-hours", "0.005", "--mine-epochs", "1", "--mine-probability", "0.0",
+            "--event-hops", "0.15", "0.3", "--event-windows-max", "2", "--event-latency-s", "0.5"]
+
+
+def test_word_windows_hold_the_whole_word_and_partials_cut_it() -> None:
+    rng = np.random.default_rng(0)
+    mel = torch.full((200, 4), 1e-6)
+    mel[80:120] = 1.0  # the word: frames 80-120
+    assert word_span(mel, 100) == (80, 120)
+    for _ in range(20):
+        window = positive_window(mel, (80, 120), 60, rng)
+        assert window.shape[0] == 60 and float(window.sum()) == pytest.approx(40 * 4)  # all of the word inside
+        part = partial_window(mel, (80, 120), 60, rng)
+        assert part is not None and 0 < float(part.sum()) < 40 * 4 * 0.85  # some of it only
+    sounds = [torch.full((50, 4), 0.5)]
+    context, span = with_context(mel, (80, 120), sounds, 100, rng)
+    assert float(context[span[0]:span[1]].sum()) == pytest.approx(40 * 4) and context.shape[0] > 40
+
+
+def test_the_recipe_trains_mines_chooses_an_event_rule_and_repeats_exactly(
+        folders: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(calibrate, "SCENE_SECONDS", 10.0)
+    monkeypatch.setattr(calibrate, "SPEECH_ALONE_MINUTES", 0.3)
+    data, negatives = folders
+    assert train_main(recipe(data, negatives, tmp_path / "a")) == 0
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    [mined] = metrics["background"]["mining"]
+    assert mined["windows"] > 0 and mined["hard"] > 0  # probability 0: every window is mined
+    chosen = metrics["event_rule"]["chosen"]
+    assert chosen["window_hop_s"] in (0.15, 0.3) and 1 <= chosen["event_windows"] <= 2
+    candidates = metrics["event_rule"]["candidates"]
+    assert all(c["latency_s"] <= 0.5 for c in candidates) and {c["window_hop_s"] for c in candidates} == {0.15, 0.3}
+    ckpt = torch.load(tmp_path / "a" / "best.pt", weights_only=False)
+    assert (ckpt["window_hop_s"], ckpt["event_windows"]) == (chosen["window_hop_s"], chosen["event_windows"])
+    # The same command in another process (another hash seed, a fresh import of everything): the same model.
+    script = ("import sys; from diffres.train import calibrate; calibrate.SCENE_SECONDS = 10.0; "
+              "calibrate.SPEECH_ALONE_MINUTES = 0.3; from diffres.train.trainer import main; sys.exit(main(sys.argv[1:]))")
+    run = subprocess.run([sys.executable, "-c", script, *recipe(data, negatives, tmp_path / "b")], capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "PYTHONHASHSEED": "12345"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    again = torch.load(tmp_path / "b" / "best.pt", weights_only=False)
+    assert all(torch.equal(ckpt["state_dict"][k], again["state_dict"][k]) for k in ckpt["state_dict"])
