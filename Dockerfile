@@ -6,6 +6,8 @@
 #     --secret id=pipca,src=/etc/ssl/certs/ca-certificates.crt -t diffres-service:cpu .
 # Run:
 #   docker run --rm -p 8000:8000 -p 8001:8001 diffres-service:cpu
+# With a model repository mounted over the shipped models, reloaded without a restart (docs/repository.md):
+#   docker run --rm -p 8000:8000 -v $PWD/models:/srv/models:ro -e DIFFRES_MODEL_POLL_S=10 diffres-service:cpu
 # Everything is configured by DIFFRES_* environment variables (see the README).
 
 ARG BASE_IMAGE=debian:bookworm-slim

@@ -61,7 +61,8 @@ def container(pod_spec: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def env(c: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in c.get("env", [])}
+    """Literal values; one from a Secret or elsewhere (valueFrom) as the empty string."""
+    return {e["name"]: e.get("value", "") for e in c.get("env", [])}
 
 
 def all_containers() -> list[dict[str, Any]]:
@@ -133,6 +134,27 @@ def test_deployment_probes_resources_and_security() -> None:
     assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), "read-only root: uploads spool to /tmp"
     pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pod["terminationGracePeriodSeconds"] > int(e["DIFFRES_SHUTDOWN_TIMEOUT_S"]) + pre_stop
+
+
+def test_pods_mount_the_model_repository_and_reload_it() -> None:
+    """The repository volume at DIFFRES_MODEL_DIR, read-only, from the claim models-pvc.yaml makes; polling on;
+    admin keys only from a Secret; the KubeRay workers mount the same claim."""
+    pvc = one(DEPLOY / "k8s" / "models-pvc.yaml")
+    pod = one(DEPLOY / "k8s" / "deployment.yaml")["spec"]["template"]["spec"]
+    c = container(pod, "diffres")
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "models")
+    assert mount["mountPath"] == env(c)["DIFFRES_MODEL_DIR"] == "/srv/models" and mount["readOnly"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "models")
+    assert volume["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert float(env(c)["DIFFRES_MODEL_POLL_S"]) > 0
+    keys = next(e for e in c["env"] if e["name"] == "DIFFRES_ADMIN_KEYS")
+    assert "value" not in keys and keys["valueFrom"]["secretKeyRef"]["optional"]
+    strategy = one(DEPLOY / "k8s" / "deployment.yaml")["spec"]["strategy"]["rollingUpdate"]
+    assert strategy["maxUnavailable"] == 0, "a rolling restart replaces one pod at a time"
+    worker = one(DEPLOY / "kuberay" / "rayservice.yaml")["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    ray_pod = worker["template"]["spec"]
+    assert ray_pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert ray_pod["containers"][0]["volumeMounts"][0]["mountPath"] == "/srv/models"
 
 
 def test_service_hpa_and_pdb_select_the_deployment() -> None:
@@ -240,6 +262,7 @@ def test_rayservice_embeds_serve_yaml_with_autoscaling_only_changed() -> None:
     rayservice = one(DEPLOY / "kuberay" / "rayservice.yaml")
     cluster = yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"][0]
     differs = {"num_replicas", "autoscaling_config", "ray_actor_options"}
+    assert set(local["deployments"][0]["user_config"]) == {"models_generation"}  # the rolling reload's knob
     local_d, cluster_d = local["deployments"][0], cluster["deployments"][0]
     assert {k: v for k, v in local_d.items() if k not in differs} == \
            {k: v for k, v in cluster_d.items() if k not in differs}

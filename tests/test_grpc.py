@@ -167,13 +167,14 @@ def test_live_ready_and_metadata(client: grpcclient.InferenceServerClient) -> No
     server = client.get_server_metadata()
     assert server.name == "diffres-service" and "binary_tensor_data" in server.extensions
     meta = client.get_model_metadata(MODEL)
-    assert meta.name == MODEL and meta.platform == "onnxruntime_onnx" and len(meta.versions) == 1
+    assert meta.name == MODEL and meta.platform == "onnxruntime_onnx" and list(meta.versions) == ["1"]
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
         (c.WAVEFORM, "FP32", [-1, -1]), (c.LENGTHS, "INT64", [-1])]
     outputs = {t.name: t for t in meta.outputs}
     assert list(outputs) == list(c.OUTPUTS) and all(outputs[n].datatype == c.DATATYPES[n] for n in c.OUTPUTS)
     assert list(outputs[c.LOGITS].shape)[0] == -1 and outputs[c.LOGITS].shape[1] > 1
-    with pytest.raises(InferenceServerException, match="has version"):
+    assert client.is_model_ready(MODEL, model_version="1")  # the repository's version, as Triton's
+    with pytest.raises(InferenceServerException, match="has version 1 ready, not '1-other'"):
         client.is_model_ready(MODEL, model_version=meta.versions[0] + "-other")
 
 
@@ -269,8 +270,9 @@ def test_bad_requests_get_the_right_status(client: grpcclient.InferenceServerCli
     error = error_of(stub.ModelInfer, request, timeout=30)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "contents.fp32_contents" in error.details()
     assert dict(error.trailing_metadata())["diffres-error-code"] == "invalid_tensor"
+    # Repository control is off without admin keys (or DIFFRES_ADMIN_LOOPBACK): PERMISSION_DENIED, and says so.
     error = error_of(stub.RepositoryModelLoad, service_pb2.RepositoryModelLoadRequest(model_name=MODEL), timeout=30)
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED and "DIFFRES_MODEL_DIR" in error.details()
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED and "DIFFRES_ADMIN_KEYS" in error.details()
 
 
 def _input(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput:

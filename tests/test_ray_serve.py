@@ -79,6 +79,8 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/healthz", {}), ("GET", "/readyz", {}), ("GET", "/v1/models", {}), ("GET", "/v2", {}),
     ("GET", "/v2/health/live", {}), ("GET", "/v2/health/ready", {}), ("GET", "/v2/models/digits", {}),
     ("GET", "/v2/models/digits/ready", {}), ("GET", "/v2/models/nope", {}), ("GET", "/nope", {}),
+    ("GET", "/v2/models/digits/versions/1", {}), ("GET", "/v2/models/digits/versions/2/ready", {}),
+    ("POST", "/v2/repository/index", {}),
     ("POST", "/v1/classify?model=digits&top_k=3", {"content": digit_clip(), "headers": {"Content-Type": "audio/wav"}}),
     ("POST", "/v1/classify?top_k=2", {"files": {"file": ("d.wav", digit_clip(), "audio/wav")}}),
     ("POST", "/v1/classify/batch?model=digits&top_k=1",
@@ -119,6 +121,13 @@ def test_route_answers_through_ray_as_through_uvicorn(ray_service: RayServer, pl
         is_json = r.headers.get("content-type", "").startswith("application/json")
         answers.append((r.status_code, r.headers.get("content-type"), comparable(r.json()) if is_json else None))
     assert answers[1] == answers[0]
+
+
+def test_repository_changes_go_through_rays_rolling_update_not_the_api(ray_service: RayServer) -> None:
+    """A load or unload call would reach one replica only: refused, pointing at user_config (docs/repository.md)."""
+    for action in ("load", "unload"):
+        r = httpx.post(f"{ray_service.url}/v2/repository/models/digits/{action}", timeout=60)
+        assert r.status_code == 403 and "models_generation" in r.json()["error"]
 
 
 def test_metrics_route_answers_prometheus_text(ray_service: RayServer) -> None:

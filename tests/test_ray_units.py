@@ -101,3 +101,23 @@ def test_ray_is_optional_for_the_service() -> None:
     assert any(d.startswith("ray[serve]") for d in project["optional-dependencies"]["ray"])
     code = "import sys, diffres.server.app, diffres.cli; sys.exit(1 if 'ray' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_replicas_reload_through_rays_rolling_update() -> None:
+    """user_config (models_generation) is the lightweight option whose change makes Ray call each replica's
+    reconfigure, a share at a time; the repository API and keyless control are off under Ray (one replica
+    per call would let replicas drift apart)."""
+    pytest.importorskip("ray.serve", reason="Ray is not installed (pip install -e '.[ray]')")
+    from ray.serve.schema import DeploymentSchema
+
+    from diffres.server.ray_serve import ADMIN_OFF, DiffResReplica, replica_settings
+
+    m = ray_main()
+    deployment = m.load_config()["applications"][0]["deployments"][0]
+    assert set(deployment["user_config"]) == {"models_generation"}
+    assert DeploymentSchema.model_validate(deployment).user_config == deployment["user_config"]
+    assert "user_config" in m.deployment_options(m.load_config(), Settings(), cpus=2)
+    assert callable(getattr(DiffResReplica.func_or_class, "reconfigure", None))
+    with pytest.raises(ValueError, match="DIFFRES_ADMIN_LOOPBACK is not for Ray Serve"):
+        replica_settings({"admin_loopback": True})
+    assert "models_generation" in ADMIN_OFF

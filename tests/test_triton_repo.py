@@ -69,6 +69,7 @@ def check_folder(folder: Path, source: Path, max_batch_size: int) -> None:
             assert list(tensor.dims) == [1] and tensor.HasField("reshape") and list(tensor.reshape.shape) == []
     logits = next(t for t in cfg.output if t.name == c.LOGITS)
     assert logits.label_filename == "labels.txt" and list(logits.dims) == [len(json.loads(meta["labels"]))]
+    assert cfg.version_policy.latest.num_versions == 1  # Triton's default, written out (diffres serve reads it)
 
 
 def test_repository_for_the_shipped_models(tmp_path: Path) -> None:
@@ -95,6 +96,27 @@ def test_rewriting_replaces_a_stale_model_folder(tmp_path: Path) -> None:
     stale.mkdir(parents=True)
     triton.write_model(source, tmp_path / "repo")
     assert sorted(p.name for p in (tmp_path / "repo" / "tiny").iterdir()) == ["1", "config.pbtxt", "labels.txt"]
+
+
+def test_adding_a_version_keeps_the_others_and_the_policy(tmp_path: Path) -> None:
+    """--version N: a new version beside the old ones, config.pbtxt's version_policy kept, no stray files
+    (a serving repository only ever sees whole files); the server reads the same policy."""
+    from diffres.server.repository import policy_from_config, scan
+
+    source = build_tiny(tmp_path / "models" / "tiny.onnx")
+    repo = tmp_path / "repo"
+    folder = triton.write_model(source, repo)
+    config = folder / "config.pbtxt"
+    config.write_text(config.read_text().replace("latest: { num_versions: 1 }", "latest: { num_versions: 2 }"))
+    assert triton.main(["--models", str(source.parent), "--out", str(repo), "--version", "3"]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["1", "3", "config.pbtxt", "labels.txt"]
+    assert (folder / "3" / "model.onnx").read_bytes() == source.read_bytes()
+    assert parse_config(folder).version_policy.latest.num_versions == 2
+    policy = policy_from_config(config.read_text())
+    assert policy is not None and str(policy) == "latest:2"
+    assert scan(repo, {})["tiny"].wanted == {1, 3}
+    triton.write_model(source, repo, version=3)  # the same version again: the file replaced in place
+    assert sorted(p.name for p in (folder / "3").iterdir()) == ["model.onnx"]
 
 
 def test_a_model_off_the_contract_is_refused(tmp_path: Path) -> None:

@@ -108,6 +108,8 @@ class ClassifyResult(BaseModel):
 
     model: str
     model_version: str
+    repository_version: int = Field(1, description="The model repository's version that answered (1: a flat "
+                                                   "NAME.onnx, and the in-process Classifier)")
     duration_s: Duration = Field(description="Duration of the audio")
     sample_rate: int = Field(description="Sample rate of the audio as sent (the model's may differ)")
     channels: int
@@ -165,6 +167,17 @@ class BatchResult(BaseModel):
     timing_ms: Timing
 
 
+class VersionState(BaseModel):
+    """One version of a model in the repository (docs/repository.md)."""
+
+    version: int
+    state: Literal["READY", "LOADING", "UNLOADING", "UNAVAILABLE"] = Field(
+        description="READY: serving; LOADING: being loaded and checked; UNLOADING: out of service, requests and "
+                    "streams that began on it finishing; UNAVAILABLE: not loaded (`reason` says why)")
+    reason: str = ""
+    model_version: str | None = Field(None, description="Build identity of the loaded file (READY, UNLOADING)")
+
+
 class ModelDescription(BaseModel):
     """A model as the service or a Classifier serves it: labels, audio settings, windows, thresholds."""
 
@@ -187,6 +200,11 @@ class ModelDescription(BaseModel):
     min_score: float = Field(0.5, description="Default event threshold, chosen on validation data at training time")
     event_windows: int = Field(1, description="Consecutive windows (window_hop_s apart) a label must hold to make "
                                               "an event, chosen on validation data at training time")
+    repository_version: int = Field(1, description="The repository version described (the one requests without "
+                                                   "a version get: the highest ready one)")
+    versions: list[VersionState] = Field(default_factory=list, description="Every version of the model in the "
+                                                                          "repository, with its state")
+
 
 
 class ModelList(BaseModel):
@@ -210,6 +228,7 @@ class StreamReady(BaseModel):
     type: Literal["ready"] = "ready"
     model: str
     model_version: str
+    repository_version: int = Field(1, description="The repository version serving the whole stream")
     labels: list[str]
     background_label: str
     sample_rate: int = Field(description="The model's rate (the stream's PCM is resampled to it)")

@@ -2,14 +2,17 @@
 
 `diffres serve` (and `python -m diffres.server`) run `serve`; `diffres.server.asgi:app` is the
 ASGI app for other servers. Models load in the background after start-up, so /healthz answers
-immediately and /readyz turns 200 once every model is warm.
+immediately and /readyz turns 200 once every model is warm. SIGHUP (where the app runs in the main
+thread) reloads the model repository the way polling and the repository API do (server/registry.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -18,7 +21,7 @@ from fastapi import Depends, FastAPI
 from diffres import __version__
 from diffres.decode import preload_ffmpeg
 from diffres.schemas import ErrorResponse
-from diffres.server.access import install_api_keys, install_cors
+from diffres.server.access import AdminAccess, install_api_keys, install_cors
 from diffres.server.admission import ByteBudget
 from diffres.server.config import Settings, get_settings
 from diffres.server.deps import known_query_parameters
@@ -31,6 +34,7 @@ from diffres.server.logs import configure_logging
 from diffres.server.metrics import Metrics
 from diffres.server.middleware import RequestContextMiddleware
 from diffres.server.registry import ModelRegistry
+from diffres.server.repository_api import router as repository_router
 from diffres.server.routes import router
 from diffres.server.stream import router as stream_router
 from diffres.server.v2 import router as v2_router
@@ -55,9 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.registry = registry
         grpc_server = await start_grpc(app.state)  # DIFFRES_GRPC_PORT: same loop, registry and batchers
         loading = asyncio.create_task(registry.start(), name="load-models")
+        forget_signal = reload_on_sighup(registry)
         try:
             yield
         finally:
+            forget_signal()
             # uvicorn has already finished the requests in flight; gRPC drains its calls; drain what they queued.
             if grpc_server is not None:
                 await grpc_server.stop()
@@ -74,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.v2_budget = ByteBudget(settings.v2_body_budget_bytes, settings.retry_after_s)  # /v2 bodies in memory
+    app.state.admin = AdminAccess(settings)  # who may load and unload models (HTTP and gRPC)
     app.state.registry = ModelRegistry(settings, metrics)  # not ready until the lifespan replaces it
     install_error_handlers(app)
     install_api_keys(app, settings)  # inside the request-id/access-log middleware: 401s are logged too
@@ -81,10 +88,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_cors(app, settings)  # outermost: preflights and 401s carry the CORS headers
     app.include_router(router)
     app.include_router(v2_router)
+    app.include_router(repository_router)
     app.include_router(stream_router)
     install_demo(app)
     install_docs(app)
     return app
+
+
+def reload_on_sighup(registry: ModelRegistry) -> Callable[[], None]:
+    """`kill -HUP` reconciles the model repository; returns how to undo it. Only from the main thread (a
+    signal handler's home; Ray's replicas reload through their deployment's reconfigure instead)."""
+    loop = asyncio.get_running_loop()
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
+        return lambda: None
+    try:
+        loop.add_signal_handler(signal.SIGHUP, registry.request_reload)
+    except (NotImplementedError, RuntimeError):  # a loop without signal support
+        return lambda: None
+    return lambda: loop.remove_signal_handler(signal.SIGHUP)
 
 
 def serve(settings: Settings | None = None) -> None:

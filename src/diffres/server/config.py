@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from diffres.models import MODELS_DIR
+from diffres.server.repository import PolicyError, VersionPolicy, parse_policies
 
 MiB = 1024 * 1024
 
@@ -19,8 +21,19 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DIFFRES_", extra="ignore", protected_namespaces=())
 
-    model_dir: Path = Field(default=MODELS_DIR, description="Folder of *.onnx models (name = file stem); default: "
-                                                            "the models shipped in the package.")
+    model_dir: Path = Field(
+        default=MODELS_DIR, description="Model repository: Triton's layout NAME/N/model.onnx (version N; "
+                                        "config.pbtxt and labels.txt beside the versions are fine) and flat "
+                                        "NAME.onnx (version 1); default: the models shipped in the package.")
+    version_policy: str = Field(
+        default="", description="Versions to serve, per model: `MODEL=POLICY` entries separated by `;` or spaces, "
+                                "POLICY `latest` / `latest:N` (the N highest versions), `all`, or versions `1,3`; "
+                                "`*=POLICY` for the other models. A model's entry wins over its config.pbtxt "
+                                "version_policy; default: config.pbtxt's, else latest:1.")
+    model_poll_s: float = Field(
+        default=0.0, ge=0, description="Seconds between scans of the model repository (a new or changed version "
+                                       "loads beside the old one, checked, then takes traffic); 0: off (SIGHUP and "
+                                       "the repository API still reload).")
     default_model: str = Field(default="keywords", description="Model used when a request names none.")
     host: str = Field(default="127.0.0.1", description="Bind address of `diffres serve`.")
     port: int = Field(default=8000, ge=0, le=65535, description="Bind port of `diffres serve`.")
@@ -131,6 +144,14 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated API keys; when set, /v1 and /v2 (not /v2/health) need "
                     "`Authorization: Bearer KEY` or `X-API-Key: KEY`, else 401.")
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated admin keys: POST /v2/repository/models/{model}/load and /unload (and gRPC "
+                    "RepositoryModelLoad/Unload) need one (same headers as API keys); they also work as API keys. "
+                    "Unset: those calls are refused (403) unless DIFFRES_ADMIN_LOOPBACK.")
+    admin_loopback: bool = Field(
+        default=False, description="Allow load and unload without an admin key, for a server bound to loopback only "
+                                   "(DIFFRES_HOST 127.0.0.1, ::1 or localhost); refused at start-up otherwise.")
     metrics_require_key: bool = Field(
         default=False, description="With API keys set, /metrics needs a key too (probes always stay open).")
     # Ray Serve (`make serve-ray`, server/ray_main.py); ignored by the plain service.
@@ -146,7 +167,12 @@ class Settings(BaseSettings):
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}/"
 
-    @field_validator("providers", "cors_origins", "api_keys", mode="before")
+    @property
+    def version_policies(self) -> dict[str, VersionPolicy]:
+        """DIFFRES_VERSION_POLICY parsed (checked when the settings are read)."""
+        return parse_policies(self.version_policy)
+
+    @field_validator("providers", "cors_origins", "api_keys", "admin_keys", mode="before")
     @classmethod
     def _split_providers(cls, value: object) -> object:
         """Accept `CUDAExecutionProvider,CPUExecutionProvider` (or `key1,key2`) as well as a list."""
@@ -167,6 +193,26 @@ class Settings(BaseSettings):
             raise ValueError("log_level must be one of CRITICAL, ERROR, WARNING, INFO, DEBUG")
         return value.upper()
 
+    @field_validator("version_policy")
+    @classmethod
+    def _readable_policy(cls, value: str) -> str:
+        try:
+            parse_policies(value)
+        except PolicyError as exc:
+            raise ValueError(f"version_policy {exc}") from exc
+        return value
+
+    @field_validator("admin_loopback")
+    @classmethod
+    def _loopback_admin(cls, value: bool, info: ValidationInfo) -> bool:
+        """Keyless repository control only where nobody else can connect (host is read before this field)."""
+        host = info.data.get("host", "")
+        if value and not is_loopback(host):
+            raise ValueError(f"admin_loopback needs a loopback bind address (DIFFRES_HOST=127.0.0.1, ::1 or "
+                             f"localhost), not {host!r}: set DIFFRES_ADMIN_KEYS to load and unload models "
+                             "from elsewhere")
+        return value
+
     @model_validator(mode="after")
     def _check_windows(self) -> Settings:
         if self.window_s and self.window_hop_s and self.window_hop_s > self.window_s:
@@ -174,6 +220,16 @@ class Settings(BaseSettings):
         if self.window_s and self.long_audio_s and self.long_audio_s < self.window_s:
             raise ValueError("long_audio_s must be at least window_s")
         return self
+
+
+def is_loopback(host: str) -> bool:
+    """A bind address only this machine can reach (a name other than localhost is not trusted to be one)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache(maxsize=1)

@@ -6,6 +6,8 @@ shared, so both doors behave alike:
 - API keys (DIFFRES_API_KEYS): metadata `authorization: Bearer KEY` or `x-api-key: KEY`, checked by
   server/access.py's own constant-time comparison. ServerLive, ServerReady and ServerMetadata stay
   open, as /v2/health/* and /v2 do over HTTP; everything else answers UNAUTHENTICATED without one.
+  RepositoryModelLoad and RepositoryModelUnload are for admins (server/access.py's AdminAccess, as
+  over HTTP): UNAUTHENTICATED without a key, PERMISSION_DENIED with another key or when control is off.
 - Request id: metadata `x-request-id` when it is a sane token (server/middleware.py's rule), else a
   fresh one; in the logs' context while the call runs, and sent back as trailing metadata.
 - Metrics and the access log: `record_access`, with method `GRPC`, route
@@ -31,7 +33,7 @@ from typing import Any, Protocol
 import grpc
 
 from diffres.errors import DiffresError, Overloaded, Unauthorized, Unavailable
-from diffres.server.access import ApiKeyMiddleware, presented_key
+from diffres.server.access import AdminAccess, KeySet, api_keys, presented_key
 from diffres.server.config import Settings
 from diffres.server.logs import request_id_var
 from diffres.server.metrics import Metrics
@@ -40,18 +42,13 @@ from diffres.server.middleware import Access, record_access, request_id_from
 log = logging.getLogger("diffres.server.grpc")
 SERVICE = "inference.GRPCInferenceService"
 OPEN_METHODS = frozenset({"ServerLive", "ServerReady", "ServerMetadata"})  # as /v2/health/* and /v2 over HTTP
+ADMIN_METHODS = frozenset({"RepositoryModelLoad", "RepositoryModelUnload"})  # as /v2/repository/models/*/load
 UNTRACKED = frozenset({"ServerLive", "ServerReady"})  # probes: not in the in-progress gauge, as over HTTP
 METHOD = "GRPC"  # the access log's and metrics' method label for gRPC calls
 STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
-          404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.INVALID_ARGUMENT,
-          415: grpc.StatusCode.INVALID_ARGUMENT, 422: grpc.StatusCode.INVALID_ARGUMENT,
-          501: grpc.StatusCode.UNIMPLEMENTED, 503: grpc.StatusCode.UNAVAILABLE}
-
-
-class NotServed(DiffresError):
-    """An RPC of the proto this service does not offer (model repository control)."""
-
-    code, status = "not_implemented", 501
+          403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND,
+          413: grpc.StatusCode.INVALID_ARGUMENT, 415: grpc.StatusCode.INVALID_ARGUMENT,
+          422: grpc.StatusCode.INVALID_ARGUMENT, 501: grpc.StatusCode.UNIMPLEMENTED, 503: grpc.StatusCode.UNAVAILABLE}
 
 
 class CallContext(Protocol):
@@ -174,12 +171,13 @@ class Call:
 
 
 class CallGuard:
-    """Opens calls with the app's settings and metrics; holds the key check (server/access.py's)."""
+    """Opens calls with the app's settings and metrics; holds the key checks (server/access.py's)."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, admin: AdminAccess | None = None) -> None:
         self.metrics = metrics
-        keys = [k.get_secret_value().encode() for k in settings.api_keys if k.get_secret_value()]
-        self._keys = ApiKeyMiddleware(_no_app, keys=keys, protect_metrics=False) if keys else None
+        keys = api_keys(settings)
+        self._keys = KeySet(keys) if keys else None
+        self.admin = admin or AdminAccess(settings)
 
     def call(self, method: str, context: CallContext, request_id: str | None = None) -> Call:
         return Call(self, method, metadata_of(context), context.peer(), request_id)
@@ -189,11 +187,9 @@ class CallGuard:
         return self._keys is None or method in OPEN_METHODS or self._keys.accepts(presented_key(as_scope(metadata)))
 
     def authorize(self, method: str, metadata: Mapping[str, str]) -> None:
+        key = presented_key(as_scope(metadata))
         if not self.allows(method, metadata):
-            key = presented_key(as_scope(metadata))
             raise Unauthorized("this API needs a key: send metadata `authorization: Bearer KEY` or `x-api-key: KEY`"
                                if key is None else "the API key is not valid")
-
-
-async def _no_app(scope: Any, receive: Any, send: Any) -> None:
-    """ApiKeyMiddleware wraps an ASGI app; here only its key comparison is used."""
+        if method in ADMIN_METHODS:
+            self.admin.authorize(key)

@@ -16,6 +16,12 @@ framed by server/grpc_calls.py (keys, request ids, metrics, logs, status codes).
 ModelStreamInfer is Triton's bidirectional stream: one response per request, in request order; the
 requests of one stream run concurrently (up to DIFFRES_BATCH_SIZE at once), so a client that keeps
 sending fills batches; an error answers that request (`error_message`) and the stream goes on.
+
+Versions are the repository's (server/repository.py): `model_version` in a request picks one (empty:
+the highest ready), and answers carry the version that produced them, as Triton does. The repository
+RPCs (RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload, Triton's messages) are the
+registry's index, load and unload, the same calls HTTP's /v2/repository routes make; load and unload
+are for admins (server/grpc_calls.py).
 """
 
 from __future__ import annotations
@@ -30,11 +36,10 @@ from google.protobuf.message import Message
 from starlette.concurrency import run_in_threadpool
 
 from diffres.contract import DATATYPES
-from diffres.errors import ModelNotFound
-from diffres.server.grpc_calls import CallContext, CallGuard, NotServed
+from diffres.server.grpc_calls import CallContext, CallGuard
 from diffres.server.proto import grpc_predict_v2_pb2 as pb
 from diffres.server.proto import grpc_predict_v2_pb2_grpc as pb_grpc
-from diffres.server.registry import LoadedModel, ModelRegistry
+from diffres.server.registry import LoadedModel, ModelRegistry, check_parameters
 from diffres.server.tensors import (BINARY_WEIGHT, SERVER_METADATA, BadTensor, TensorSpec, from_bytes, from_values,
                                     infer, model_metadata, read_inputs, wanted_outputs, wire_bytes)
 
@@ -85,7 +90,7 @@ def typed_outputs(request: pb.ModelInferRequest) -> bool:
 def render(request: pb.ModelInferRequest, wanted: list[str], arrays: dict[str, np.ndarray],
            model: LoadedModel) -> pb.ModelInferResponse:
     """The answer: the wanted tensors in order, raw little-endian bytes or typed contents."""
-    response = pb.ModelInferResponse(model_name=model.name, model_version=model.info.version, id=request.id)
+    response = pb.ModelInferResponse(model_name=model.name, model_version=str(model.version), id=request.id)
     typed = typed_outputs(request)
     for name in wanted:
         array = arrays[name]
@@ -95,6 +100,11 @@ def render(request: pb.ModelInferRequest, wanted: list[str], arrays: dict[str, n
         else:
             response.raw_output_contents.append(wire_bytes(array, name))
     return response
+
+
+def model_name_of(request: pb.RepositoryModelLoadRequest | pb.RepositoryModelUnloadRequest) -> str:
+    """Triton's clients name the model in field 2 (field 1 is their repository's name); KServe's in field 1."""
+    return request.triton_model_name or request.model_name
 
 
 def framed(empty: type[M]) -> Callable[[Callable[..., Awaitable[M]]], Callable[..., Awaitable[M]]]:
@@ -122,18 +132,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def __init__(self, state: Any) -> None:
         self.state = state
-        self.guard = CallGuard(state.settings, state.metrics)
+        self.guard = CallGuard(state.settings, state.metrics, state.admin)
 
     @property
     def registry(self) -> ModelRegistry:
         return self.state.registry  # read per call: the lifespan replaces it at start-up
 
     def model(self, name: str, version: str = "") -> LoadedModel:
-        """The named (or default) model; NOT_FOUND for an unknown name or a version it does not have."""
-        model = self.registry.get(name or None)
-        if version and version != model.info.version:
-            raise ModelNotFound(f"model '{model.name}' has version '{model.info.version}' only, not '{version}'")
-        return model
+        """The named (or default) model at `version` (empty: the highest ready); NOT_FOUND for an unknown name
+        or a version that is not ready."""
+        return self.registry.get(name or None, version or None)
 
     @framed(pb.ServerLiveResponse)
     async def ServerLive(self, request: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
@@ -156,20 +164,35 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @framed(pb.ModelMetadataResponse)
     async def ModelMetadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
         """The HTTP metadata's tensors (labels and the rest of its `parameters` have no field here)."""
-        meta = model_metadata(self.model(request.name, request.version))
+        model = self.model(request.name, request.version)
+        meta = model_metadata(model, self.registry.ready_versions(model.name))
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=meta["name"], versions=meta["versions"], platform=meta["platform"],
             inputs=[tensor(**t) for t in meta["inputs"]], outputs=[tensor(**t) for t in meta["outputs"]])
 
+    @framed(pb.RepositoryIndexResponse)
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest) -> pb.RepositoryIndexResponse:
+        entry = pb.RepositoryIndexResponse.ModelIndex
+        await self.registry.rescan()
+        return pb.RepositoryIndexResponse(models=[entry(**row) for row in self.registry.index(request.ready)])
+
     @framed(pb.RepositoryModelLoadResponse)
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest) -> pb.RepositoryModelLoadResponse:
-        raise NotServed("models are loaded from DIFFRES_MODEL_DIR at start-up; restart the service to change them")
+        """Load or reload a model (admins only): answered once its versions are checked and serving."""
+        name = model_name_of(request)
+        check_parameters(request.parameters)
+        await self.registry.load(name)
+        return pb.RepositoryModelLoadResponse(model_name=name, isLoaded=True)
 
     @framed(pb.RepositoryModelUnloadResponse)
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest
                                     ) -> pb.RepositoryModelUnloadResponse:
-        raise NotServed("models are loaded from DIFFRES_MODEL_DIR at start-up; restart the service to change them")
+        """Unload a model (admins only): answered once its versions are out of service and drained (or after
+        DIFFRES_SHUTDOWN_TIMEOUT_S, while long streams finish)."""
+        name = model_name_of(request)
+        await self.registry.unload(name)
+        return pb.RepositoryModelUnloadResponse(model_name=name, isUnloaded=True)
 
     @framed(pb.ModelInferResponse)
     async def ModelInfer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
@@ -177,18 +200,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         """Admission first (nothing decoded when full), the message's memory in the /v2 body budget,
-        validation in a worker thread, rows through the batcher, the answer."""
-        model = self.model(request.model_name, request.model_version)
-        model.batcher.check_admission()
-        budget, settings = self.state.v2_budget, self.state.settings
-        reserved = budget.take(BINARY_WEIGHT * request.ByteSize())
-        try:
-            waveform, lengths = await run_in_threadpool(read_request, request, model.info.sample_rate,
-                                                        settings.v2_max_row_s)
-            wanted = wanted_outputs([o.name for o in request.outputs])
-            arrays = await infer(model, waveform, lengths, wanted, self.state.metrics)
-        finally:
-            budget.give(reserved)
+        validation in a worker thread, rows through the batcher, the answer; all on the version it began on."""
+        with self.model(request.model_name, request.model_version).hold() as model:
+            model.batcher.check_admission()
+            budget, settings = self.state.v2_budget, self.state.settings
+            reserved = budget.take(BINARY_WEIGHT * request.ByteSize())
+            try:
+                waveform, lengths = await run_in_threadpool(read_request, request, model.info.sample_rate,
+                                                            settings.v2_max_row_s)
+                wanted = wanted_outputs([o.name for o in request.outputs])
+                arrays = await infer(model, waveform, lengths, wanted, self.state.metrics)
+            finally:
+                budget.give(reserved)
         return await run_in_threadpool(render, request, wanted, arrays, model)
 
     async def ModelStreamInfer(self, requests: AsyncIterable[pb.ModelInferRequest],

@@ -1,8 +1,9 @@
 """Prometheus metrics, on a registry owned by the app (several apps in one process do not collide).
 
 Besides the service's own series: the process collector (RSS, CPU seconds, open files, start time),
-`diffres_model_info` (1 per loaded model, its version and delta as labels) and events per model and
-label. No `_created` series: they double every counter and histogram and nothing reads them.
+`diffres_model_info` (1 per loaded model version: its build identity `version`, its repository
+version and delta as labels), loads and unloads of model versions (server/registry.py) and events
+per model and label. No `_created` series: they double every counter and histogram and nothing reads them.
 """
 
 from __future__ import annotations
@@ -58,8 +59,20 @@ class Metrics:
         self.frames_out = Counter("diffres_frames_out_total", "Frames the classifier saw after DiffRes",
                                   ["model"], registry=r)
         self.ready = Gauge("diffres_ready", "1 once every model is loaded and warmed up", registry=r)
-        self.model_info = Gauge("diffres_model_info", "1 for each loaded model: its version and DiffRes delta",
-                                ["model", "version", "delta"], registry=r)
+        self.model_info = Gauge("diffres_model_info", "1 for each loaded model version: its build identity "
+                                "(version), repository version and DiffRes delta",
+                                ["model", "version", "delta", "repository_version"], registry=r)
+        self.model_loads = Counter("diffres_model_loads_total", "Model versions loaded and checked (loaded), or "
+                                   "refused (failed: the old version, if any, kept serving)", ["model", "outcome"],
+                                   registry=r)
+        self.model_load_seconds = Histogram("diffres_model_load_seconds", "Time to load, check and warm up one "
+                                            "model version, by outcome", ["model", "outcome"],
+                                            buckets=LATENCY_BUCKETS, registry=r)
+        self.model_unloads = Counter("diffres_model_unloads_total", "Model versions taken out of service, drained "
+                                     "and released", ["model"], registry=r)
+        self.model_drain_seconds = Histogram("diffres_model_drain_seconds", "From taking a version out of service "
+                                             "to its last request or stream ending and its session being released",
+                                             ["model"], buckets=LATENCY_BUCKETS, registry=r)
         self.events = Counter("diffres_events_total", "Events detected (uploads and streams), by model and label",
                               ["model", "label"], registry=r)
         ProcessCollector(registry=r)
@@ -79,8 +92,19 @@ class Metrics:
         self.frames_in.labels(model).inc(frames_in)
         self.frames_out.labels(model).inc(frames_out)
 
-    def observe_model(self, info: ModelInfo) -> None:
-        self.model_info.labels(info.name, info.version, f"{info.delta:g}").set(1)
+    def set_models(self, loaded: list[tuple[ModelInfo, int]]) -> None:
+        """diffres_model_info for exactly the versions serving now (model info, repository version)."""
+        self.model_info.clear()
+        for info, version in loaded:
+            self.model_info.labels(info.name, info.version, f"{info.delta:g}", str(version)).set(1)
+
+    def observe_load(self, model: str, outcome: str, seconds: float) -> None:
+        self.model_loads.labels(model, outcome).inc()
+        self.model_load_seconds.labels(model, outcome).observe(seconds)
+
+    def observe_unload(self, model: str, drain_seconds: float) -> None:
+        self.model_unloads.labels(model).inc()
+        self.model_drain_seconds.labels(model).observe(drain_seconds)
 
     def observe_events(self, model: str, labels: list[str]) -> None:
         for label in labels:

@@ -53,6 +53,9 @@ class GrpcIngress:
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, grpc_context: Any) -> pb.ModelMetadataResponse:
         return await self.servicer.ModelMetadata(request, grpc_context)
 
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, grpc_context: Any) -> pb.RepositoryIndexResponse:
+        return await self.servicer.RepositoryIndex(request, grpc_context)
+
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
                                   grpc_context: Any) -> pb.RepositoryModelLoadResponse:
         return await self.servicer.RepositoryModelLoad(request, grpc_context)

@@ -20,6 +20,7 @@ from diffres.schemas import (
     ErrorDetail,
     ErrorResponse,
     Health,
+    ModelDescription,
     ModelList,
     Readiness,
     Timing,
@@ -41,6 +42,8 @@ class ClassifyParams(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str | None = Field(None, max_length=100, description="Model name (file stem); default: the default model")
+    version: int | None = Field(None, ge=0, description="Repository version of the model; default: its highest "
+                                                        "ready version (the answer's `repository_version` says which)")
     top_k: int = Field(5, ge=1, le=1000, description="Labels to return, best first, in `predictions` and in each "
                                                      "segment (all of them if above the label count)")
     include_importance: bool = Field(False, description="Add the per-frame DiffRes importance curve over the whole "
@@ -71,7 +74,7 @@ def _merge_form(request: Request, params: ClassifyParams, body: Body) -> Classif
 def _check_early(registry: ModelRegistry, params: ClassifyParams) -> None:
     """503 / 404 before reading a byte of the body (a form field may still name the model later)."""
     if not registry.ready or params.model is not None:
-        registry.get(params.model)
+        registry.get(params.model, params.version)
 
 
 def options_of(params: ClassifyParams, model: LoadedModel) -> ClassifyOptions:
@@ -105,9 +108,9 @@ async def classify(request: Request, params: Annotated[ClassifyParams, Query()],
     _check_early(registry, params)
     async with receive_body(request, settings.max_upload_bytes) as body:
         params = _merge_form(request, params, body)
-        model = registry.get(params.model)
-        upload = body.single("file")
-        return await classify_upload(model, upload, options_of(params, model), started)
+        with registry.get(params.model, params.version).hold() as model:  # the whole request on this version
+            upload = body.single("file")
+            return await classify_upload(model, upload, options_of(params, model), started)
 
 
 @router.post("/v1/classify/batch", response_model=BatchResult, response_model_exclude_none=True,
@@ -120,26 +123,26 @@ async def classify_batch(request: Request, params: Annotated[ClassifyParams, Que
     async with receive_body(request, settings.max_upload_bytes, allow_raw=False,
                             max_files=settings.max_batch_files) as body:
         params = _merge_form(request, params, body)
-        model = registry.get(params.model)
-        files = [upload for name, upload in body.files if name in ("file", "files")]
-        if not files:
-            raise InvalidParameters("send one or more files in the multipart field 'file'")
-        options = options_of(params, model)
+        with registry.get(params.model, params.version).hold() as model:  # every file on this version
+            files = [upload for name, upload in body.files if name in ("file", "files")]
+            if not files:
+                raise InvalidParameters("send one or more files in the multipart field 'file'")
+            options = options_of(params, model)
 
-        async def one(index: int, upload: Upload) -> BatchItem:
-            try:
-                result = await classify_upload(model, upload, options, started)
-            except DiffresError as exc:
-                err = public(exc)
-                return BatchItem(index=index, filename=upload.filename, status=err.status,
-                                 error=ErrorDetail(code=err.code, message=err.message))
-            except Exception:  # a bug on one file must not lose the others' results
-                log.exception("file %d (%s) of a batch failed", index, upload.filename)
-                return BatchItem(index=index, filename=upload.filename, status=500,
-                                 error=ErrorDetail(code="internal_error", message="internal error"))
-            return BatchItem(index=index, filename=upload.filename, status=200, result=result)
+            async def one(index: int, upload: Upload) -> BatchItem:
+                try:
+                    result = await classify_upload(model, upload, options, started)
+                except DiffresError as exc:
+                    err = public(exc)
+                    return BatchItem(index=index, filename=upload.filename, status=err.status,
+                                     error=ErrorDetail(code=err.code, message=err.message))
+                except Exception:  # a bug on one file must not lose the others' results
+                    log.exception("file %d (%s) of a batch failed", index, upload.filename)
+                    return BatchItem(index=index, filename=upload.filename, status=500,
+                                     error=ErrorDetail(code="internal_error", message="internal error"))
+                return BatchItem(index=index, filename=upload.filename, status=200, result=result)
 
-        results = await asyncio.gather(*(one(i, f) for i, f in enumerate(files)))
+            results = await asyncio.gather(*(one(i, f) for i, f in enumerate(files)))
     total = round((time.perf_counter() - started) * 1000, 3)
     return BatchResult(model=model.name, results=list(results),
                        timing_ms=Timing(decode=sum(r.result.timing_ms.decode for r in results if r.result),
@@ -149,11 +152,17 @@ async def classify_batch(request: Request, params: Annotated[ClassifyParams, Que
 
 @router.get("/v1/models", response_model=ModelList, responses={503: ERRORS[503]}, tags=["models"])
 async def list_models(settings: SettingsDep, registry: RegistryDep) -> ModelList:
-    """Every loaded model with its labels, sample rate, DiffRes delta and version."""
+    """Every model that serves, described by its highest ready version (labels, sample rate, DiffRes delta,
+    build identity `version`, `repository_version`), and every version of it with its state."""
     if not registry.ready:
         registry.get(None)  # raises the 503
-    return ModelList(models=[m.pipeline.describe(default=name == settings.default_model)
+    return ModelList(models=[describe(registry, m, default=name == settings.default_model)
                              for name, m in sorted(registry.models.items())], default_model=settings.default_model)
+
+
+def describe(registry: ModelRegistry, model: LoadedModel, default: bool) -> ModelDescription:
+    return model.pipeline.describe(default=default).model_copy(update={
+        "repository_version": model.version, "versions": registry.version_states(model.name)})
 
 
 @router.get("/healthz", response_model=Health, tags=["probes"])

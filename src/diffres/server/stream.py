@@ -2,13 +2,15 @@
 
 Protocol (docs: live streaming):
   connect  ws://HOST:PORT/v1/stream?model=keywords&sample_rate=16000&format=s16le&channels=1
+           (version=N: a repository version of the model; default its highest ready one, which serves the
+           whole stream even when a newer one is loaded meanwhile)
            format: s16le (int16 little-endian) or f32le (float32 little-endian, [-1, 1]); sample_rate:
            any from 1000 to 768000 Hz (default: the model's), resampled server-side with soxr;
            channels are interleaved and mixed to mono. Optional, as for uploads: min_score,
            thresholds=label:score,..., top_k; windows=true also sends every window's result.
            Any other parameter is refused (4422).
-  server   {"type": "ready", "model", "model_version", "labels", "background_label", "thresholds",
-           "sample_rate" (the model's), "window_s", "hop_s"}
+  server   {"type": "ready", "model", "model_version", "repository_version", "labels", "background_label",
+           "thresholds", "sample_rate" (the model's), "window_s", "hop_s"}
   client   binary messages of PCM, any size up to DIFFRES_STREAM_MAX_CHUNK_BYTES (a sample may
            straddle two messages); then the text message {"type": "end"} when the audio is over.
   server   {"type": "onset", "label", "start_s", "end_s", "score", "stream_s"}: a label started to
@@ -73,6 +75,7 @@ class StreamParams(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str | None = Field(None, max_length=100, description="Model name; default: the default model")
+    version: int | None = Field(None, ge=0, description="Repository version; default: the highest ready one")
     sample_rate: int | None = Field(None, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE,
                                     description="Rate of the PCM sent; default: the model's")
     format: Literal["s16le", "f32le"] = "s16le"
@@ -111,7 +114,8 @@ class StreamSession:
         info, plan = self.model.info, self.model.plan
         rules = self.live.answer.tracker.rules
         await self.ws.send_json(StreamReady(
-            model=info.name, model_version=info.version, labels=list(info.labels),
+            model=info.name, model_version=info.version, repository_version=self.model.version,
+            labels=list(info.labels),
             background_label=info.background_label, sample_rate=info.sample_rate,
             thresholds={label: t for label, t in zip(info.labels, rules.thresholds) if label != info.background_label},
             window_s=plan.window / info.sample_rate, hop_s=plan.hop / info.sample_rate).model_dump())
@@ -220,13 +224,13 @@ async def stream(ws: WebSocket) -> None:
     outcome = "closed"
     try:
         params = _params(ws)
-        model = ws.app.state.registry.get(params.model)
-        options = ClassifyOptions(top_k=params.top_k, min_score=params.min_score,
-                                  thresholds=parse_thresholds(params.thresholds))
-        options.event_rules(model.info)  # 4422 before taking a lease
-        with model.batcher.lease(settings.stream_slots) as lease:
-            session = StreamSession(ws, model, params, options, settings, lease)
-            outcome = await session.run()
+        with ws.app.state.registry.get(params.model, params.version).hold() as model:  # the stream's whole life
+            options = ClassifyOptions(top_k=params.top_k, min_score=params.min_score,
+                                      thresholds=parse_thresholds(params.thresholds))
+            options.event_rules(model.info)  # 4422 before taking a lease
+            with model.batcher.lease(settings.stream_slots) as lease:
+                session = StreamSession(ws, model, params, options, settings, lease)
+                outcome = await session.run()
     except StreamClosed as exc:
         outcome = exc.code
         await _close_with_error(ws, exc.close_code, exc.code, exc.message)

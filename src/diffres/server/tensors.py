@@ -190,15 +190,17 @@ def wire_bytes(array: np.ndarray, name: str) -> bytes:
     return array.astype(NUMPY[DATATYPES[name]], copy=False).tobytes()
 
 
-def model_metadata(model: LoadedModel) -> dict[str, Any]:
-    """The OIP model metadata: contract tensors, and (HTTP only: gRPC's message has no field for them) parameters."""
+def model_metadata(model: LoadedModel, versions: Sequence[int]) -> dict[str, Any]:
+    """The OIP model metadata: the repository versions ready, contract tensors, and (HTTP only: gRPC's message has
+    no field for them) parameters, `version` the build identity of the version described."""
     i = model.info
     return {
-        "name": model.name, "versions": [i.version], "platform": PLATFORM,
+        "name": model.name, "versions": [str(v) for v in versions], "platform": PLATFORM,
         "inputs": [{"name": WAVEFORM, "datatype": DATATYPES[WAVEFORM], "shape": [-1, -1]},
                    {"name": LENGTHS, "datatype": DATATYPES[LENGTHS], "shape": [-1]}],
         "outputs": [{"name": name, "datatype": DATATYPES[name], "shape": OUTPUT_SHAPES[name](i)} for name in OUTPUTS],
         "parameters": {"labels": list(i.labels), "sample_rate": i.sample_rate, "delta": i.delta,
                        "clip_seconds": i.clip_seconds, "hop_ms": i.hop_ms, "version": i.version,
-                       "optional_inputs": [LENGTHS], "default_outputs": list(DEFAULT_OUTPUTS)},
+                       "repository_version": model.version, "optional_inputs": [LENGTHS],
+                       "default_outputs": list(DEFAULT_OUTPUTS)},
     }

@@ -13,6 +13,10 @@ windows long audio); bodies are limited (`max_json_bytes`, `max_tensor_bytes`) a
 held at once share `v2_body_budget_bytes` (503 beyond, decided from Content-Length before reading);
 JSON `data` arrays go straight to numpy (never through pydantic); JSON outputs are streamed.
 Errors follow the protocol: `{"error": "<message>"}` (plus `code`), nesting bombs included.
+
+Versions are the model repository's (server/repository.py), as Triton's: `/v2/models/{m}/versions/{v}`
+(metadata, ready, infer) picks one, the routes without it the highest ready; answers say which in
+`model_version`. The repository extension (index, load, unload) is server/repository_api.py.
 """
 
 from __future__ import annotations
@@ -99,6 +103,7 @@ INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 ModelName = Annotated[str, Path(description="Model name (file stem)", examples=["keywords"])]
+ModelVersion = Annotated[str, Path(description="Repository version (the folder's number)", examples=["1"])]
 
 
 def _registry(request: Request) -> ModelRegistry:
@@ -122,15 +127,33 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
+def _metadata(request: Request, model_name: str, version: str | None) -> dict[str, Any]:
+    registry = _registry(request)
+    model = registry.get(model_name, version)
+    return metadata_of(model, registry.ready_versions(model.name))
+
+
 @router.get("/models/{model_name}", responses=_errors(404, 503))
 async def model_metadata(request: Request, model_name: ModelName) -> dict[str, Any]:
-    return metadata_of(_registry(request).get(model_name))
+    """Metadata of the model's highest ready version; `versions` lists every ready one."""
+    return _metadata(request, model_name, None)
+
+
+@router.get("/models/{model_name}/versions/{model_version}", responses=_errors(404, 503))
+async def version_metadata(request: Request, model_name: ModelName, model_version: ModelVersion) -> dict[str, Any]:
+    return _metadata(request, model_name, model_version)
 
 
 @router.get("/models/{model_name}/ready", responses=_errors(404, 503))
 async def model_ready(request: Request, model_name: ModelName) -> dict[str, Any]:
     m = _registry(request).get(model_name)
     return {"name": m.name, "ready": True}
+
+
+@router.get("/models/{model_name}/versions/{model_version}/ready", responses=_errors(404, 503))
+async def version_ready(request: Request, model_name: ModelName, model_version: ModelVersion) -> dict[str, Any]:
+    m = _registry(request).get(model_name, model_version)
+    return {"name": m.name, "version": str(m.version), "ready": True}
 
 
 def _declared_length(request: Request) -> int | None:
@@ -270,7 +293,7 @@ def _render(req: InferRequest, wanted: list[str], arrays: dict[str, np.ndarray],
     """OIP response: JSON tensors (streamed), or binary ones appended after the JSON header where asked for."""
     binary_default = bool((req.parameters or {}).get("binary_data_output", False))
     binary_wanted = {o.name: bool((o.parameters or {}).get("binary_data", binary_default)) for o in req.outputs or []}
-    head: dict[str, Any] = {"model_name": model.name, "model_version": model.info.version}
+    head: dict[str, Any] = {"model_name": model.name, "model_version": str(model.version)}
     if req.id is not None:
         head["id"] = req.id
     entries = [(name, {"name": name, "datatype": DATATYPES[name], "shape": list(arrays[name].shape)})
@@ -294,19 +317,31 @@ def _render(req: InferRequest, wanted: list[str], arrays: dict[str, np.ndarray],
 
 @router.post("/models/{model_name}/infer", openapi_extra=INFER_BODY, responses=INFER_RESPONSES)
 async def infer(request: Request, model_name: ModelName) -> Response:
-    """OIP inference on `waveform` FP32 [batch, samples] (+ optional `lengths` INT64 [batch]); rows batch
-    with other requests. Outputs as JSON tensors, or binary where asked.
+    """OIP inference on `waveform` FP32 [batch, samples] (+ optional `lengths` INT64 [batch]) with the model's
+    highest ready version; rows batch with other requests. Outputs as JSON tensors, or binary where asked.
 
     Large inputs: the binary tensor extension (the JSON header, then raw little-endian tensors; header
     `Inference-Header-Content-Length` = the JSON header's bytes; up to DIFFRES_MAX_TENSOR_BYTES).
     """
-    model = _registry(request).get(model_name)
-    model.batcher.check_admission()  # 503 before reading the body
+    return await _infer(request, model_name, None)
+
+
+@router.post("/models/{model_name}/versions/{model_version}/infer", openapi_extra=INFER_BODY,
+             responses=INFER_RESPONSES)
+async def infer_version(request: Request, model_name: ModelName, model_version: ModelVersion) -> Response:
+    """OIP inference with one repository version of the model (as the route without a version otherwise)."""
+    return await _infer(request, model_name, model_version)
+
+
+async def _infer(request: Request, model_name: str, version: str | None) -> Response:
+    """Admission before reading the body (503), the body bounded, the request on the version it began on."""
     settings = request.app.state.settings
-    async with _received(request) as (body, split):
-        req, datas, binary = await run_in_threadpool(_parse, body, split)
-        waveform, lengths = await run_in_threadpool(_inputs, req, datas, binary, model, settings.v2_max_row_s)
-        del datas, binary
-        wanted = wanted_outputs([o.name for o in req.outputs or []])
-        arrays = await infer_tensors(model, waveform, lengths, wanted, request.app.state.metrics)
+    with _registry(request).get(model_name, version).hold() as model:
+        model.batcher.check_admission()
+        async with _received(request) as (body, split):
+            req, datas, binary = await run_in_threadpool(_parse, body, split)
+            waveform, lengths = await run_in_threadpool(_inputs, req, datas, binary, model, settings.v2_max_row_s)
+            del datas, binary
+            wanted = wanted_outputs([o.name for o in req.outputs or []])
+            arrays = await infer_tensors(model, waveform, lengths, wanted, request.app.state.metrics)
     return await run_in_threadpool(_render, req, wanted, arrays, model)

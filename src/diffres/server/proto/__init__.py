@@ -1,7 +1,7 @@
 """The Open Inference Protocol v2 gRPC proto (KServe's grpc_predict_v2.proto, Apache-2.0) and its generated code.
 
-grpc_predict_v2.proto is KServe's file with its licence header, plus Triton's ModelStreamInfer
-(marked in the file); package `inference`, service `GRPCInferenceService`, as Triton's and KServe's
+grpc_predict_v2.proto is KServe's file with its licence header, plus Triton's ModelStreamInfer,
+RepositoryIndex and repository load/unload fields (marked in the file); package `inference`, service `GRPCInferenceService`, as Triton's and KServe's
 clients expect. The *_pb2*.py/.pyi files are generated and shipped (nothing is compiled at install
 time), by grpcio-tools==1.66.2 (libprotoc 27.2): they need protobuf >= 5.27.2 and grpcio >= 1.66.2
 at run time (pyproject.toml's floors; checked with protobuf 5.29 and 7.36, grpcio 1.85).

@@ -70,6 +70,11 @@ class GRPCInferenceServiceStub(object):
                 request_serializer=diffres_dot_server_dot_proto_dot_grpc__predict__v2__pb2.ModelInferRequest.SerializeToString,
                 response_deserializer=diffres_dot_server_dot_proto_dot_grpc__predict__v2__pb2.ModelStreamInferResponse.FromString,
                 _registered_method=True)
+        self.RepositoryIndex = channel.unary_unary(
+                '/inference.GRPCInferenceService/RepositoryIndex',
+                request_serializer=diffres_dot_server_dot_proto_dot_grpc__predict__v2__pb2.RepositoryIndexRequest.SerializeToString,
+                response_deserializer=diffres_dot_server_dot_proto_dot_grpc__predict__v2__pb2.RepositoryIndexResponse.FromString,
+                _registered_method=True)
         self.RepositoryModelLoad = channel.unary_unary(
                 '/inference.GRPCInferenceService/RepositoryModelLoad',
                 request_serializer=diffres_dot_server_dot_proto_dot_grpc__predict__v2__pb2.RepositoryModelLoadRequest.SerializeToString,
@@ -145,6 +150,14 @@ class GRPCInferenceServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RepositoryIndex(self, request, context):
+        """diffres addition (as in Triton's grpc_service.proto): the models of the
+        repository, one entry per version, with their state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RepositoryModelLoad(self, request, context):
         """Load or reload a model from a repository.
         """
@@ -196,6 +209,11 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.ModelStreamInfer,
                     request_deserializer=diffres_dot_server_dot_proto_dot_grpc__predict__v2__pb2.ModelInferRequest.FromString,
                     response_serializer=diffres_dot_server_dot_proto_dot_grpc__predict__v2__pb2.ModelStreamInferResponse.SerializeToString,
+            ),
+            'RepositoryIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepositoryIndex,
+                    request_deserializer=diffres_dot_server_dot_proto_dot_grpc__predict__v2__pb2.RepositoryIndexRequest.FromString,
+                    response_serializer=diffres_dot_server_dot_proto_dot_grpc__predict__v2__pb2.RepositoryIndexResponse.SerializeToString,
             ),
             'RepositoryModelLoad': grpc.unary_unary_rpc_method_handler(
                     servicer.RepositoryModelLoad,
@@ -398,6 +416,33 @@ class GRPCInferenceService(object):
             '/inference.GRPCInferenceService/ModelStreamInfer',
             diffres_dot_server_dot_proto_dot_grpc__predict__v2__pb2.ModelInferRequest.SerializeToString,
             diffres_dot_server_dot_proto_dot_grpc__predict__v2__pb2.ModelStreamInferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepositoryIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/RepositoryIndex',
+            diffres_dot_server_dot_proto_dot_grpc__predict__v2__pb2.RepositoryIndexRequest.SerializeToString,
+            diffres_dot_server_dot_proto_dot_grpc__predict__v2__pb2.RepositoryIndexResponse.FromString,
             options,
             channel_credentials,
             insecure,
