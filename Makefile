@@ -7,7 +7,7 @@ SERVE_STAMP := $(VENV)/.serve-installed
 FULL_STAMP := $(VENV)/.full-installed
 LOAD_STAMP := $(VENV)/.load-installed
 
-.PHONY: install install-serve serve test docs wheel-check examples synth train-keywords docker docker-smoke docker-ci loadtest bench serve-ray triton-repo eval-events reliability reliability-short
+.PHONY: install install-serve serve test docs wheel-check examples synth train-keywords train-digits docker docker-smoke docker-ci loadtest bench serve-ray triton-repo eval-events reliability reliability-short
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -102,17 +102,25 @@ wheel-check: $(SERVE_STAMP)
 examples: $(FULL_STAMP)
 	$(BIN)/python -m tools.bench.example_audio examples
 
-# The shipped keywords model, from its seed (docs: models and training): other speech made offline by
-# Debian's TTS engines (data/synth, cached), then training with rooms, word windows, hard-negative
-# mining and the event rule chosen on validation, then export with its parity check. About an hour on 2 cores.
+# The shipped models, from their seeds (docs: models and training). keywords: other speech made offline
+# by Debian's TTS engines (data/synth, cached), then training with rooms, whole-word windows, hard-negative
+# mining and the event rule chosen on validation, then export with its parity check (about an hour on
+# 2 cores). digits: plain training (a few minutes).
 SYNTH := data/synth
 KEYWORDS := ../shared/data/keywords
+DIGITS := ../shared/data/digits
+# --8<-- [start:train]
 synth: $(FULL_STAMP)
 	$(BIN)/python -m diffres.train.synth --out $(SYNTH) --hours 2 --eval-hours 0.5 --keywords-from $(KEYWORDS) --seed 0
 
 train-keywords: synth
 	$(BIN)/diffres train --data $(KEYWORDS) --out runs/keywords --delta 0.5 --epochs 20 --seed 0 --threads 1 \
-		--clip-seconds 1.5 --negatives ../shared/data/digits $(SYNTH) --background-share 3 --rooms 2 \
+		--clip-seconds 1.5 --negatives $(DIGITS) $(SYNTH) --background-share 3 --rooms 2 \
 		--context-probability 0.3 --partial-share 0.25 --long-window-probability 0.3 \
 		--mine-rounds 1 --mine-hours 1 --mine-epochs 4 --event-hops 0.25 0.5
 	$(BIN)/diffres export --checkpoint runs/keywords/best.pt --out src/diffres/models/keywords.onnx
+
+train-digits: $(FULL_STAMP)
+	$(BIN)/diffres train --data $(DIGITS) --out runs/digits --delta 0.5 --epochs 40 --seed 0 --threads 1
+	$(BIN)/diffres export --checkpoint runs/digits/best.pt --out src/diffres/models/digits.onnx
+# --8<-- [end:train]

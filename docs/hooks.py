@@ -4,9 +4,9 @@ A page asks for a generated block with an HTML comment on a line of its own:
 
 - `<!-- settings -->`: every `DIFFRES_*` setting, from `diffres.server.config.Settings.model_fields`
   (name, variable, type and bounds, default, description).
-- `<!-- models -->`, `<!-- models-per-class -->`, `<!-- models-parity -->`, `<!-- models-commands -->`:
-  the shipped models' figures and the commands that reproduce them, from
-  `src/diffres/models/NAME.export.json` (its `metadata`, `training` and `parity` entries).
+- `<!-- models -->`, `<!-- models-per-class -->`, `<!-- models-parity -->`: the shipped models' figures,
+  from `src/diffres/models/NAME.export.json` (its `metadata`, `training` and `parity` entries); the
+  commands that reproduce them are the Makefile's, included with pymdownx.snippets.
 - `<!-- train-options -->`, `<!-- export-options -->`: the options of `diffres train` and
   `diffres export`, from the parsers the CLI uses (`diffres.train.options`, torch-free).
 
@@ -260,23 +260,6 @@ def parity_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-def reproduce_commands() -> str:
-    """`diffres train` and `diffres export` as each shipped model's training run recorded its options."""
-    reports = _reports()
-    train, export = [], []
-    for name, report in reports.items():
-        t = report.get("training") or {}
-        if not all(k in t for k in ("data", "resolution", "delta", "epochs", "seed")):
-            continue
-        command = (f"diffres train --data {t['data']} --out runs/{name} --resolution {t['resolution']} "
-                   f"--delta {t['delta']:g} --epochs {t['epochs']} --seed {t['seed']} --threads 1")
-        if t.get("background"):
-            command += " --background " + " ".join(t["background"]["folders"])
-        train.append(command)
-        export.append(f"diffres export --checkpoint runs/{name}/best.pt --out src/diffres/models/{name}.onnx")
-    return "```bash\n" + "\n".join(train + export) + "\n```\n"
-
-
 # ----------------------------------------------------------------------------- command lines
 
 
@@ -417,7 +400,6 @@ GENERATORS = {
     "models": models_table,
     "models-per-class": per_class_table,
     "models-parity": parity_table,
-    "models-commands": reproduce_commands,
     "train-options": train_options,
     "export-options": export_options,
 }
