@@ -69,5 +69,8 @@ def test_the_wheel_holds_one_import_and_the_shipped_models(tmp_path: Path) -> No
     assert {"keywords.onnx", "digits.onnx", "__init__.py"} <= shipped
     assert not [n for n in shipped if n.endswith(".export.json")]  # reports stay in the repository
     assert {"diffres/server/static/index.html", "diffres/py.typed", "diffres/train/trainer.py"} <= set(names)
+    data = {f"diffres/{p.relative_to(SRC).as_posix()}" for p in SRC.rglob("*") if p.is_file()
+            and p.suffix not in {".py", ".pyc"} and not p.name.endswith(".export.json")}
+    assert not data - set(names), f"package files left out of the wheel (pyproject package-data): {data - set(names)}"
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "diffres = diffres.cli:main" in entry_points

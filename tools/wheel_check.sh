@@ -17,16 +17,21 @@ python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install -q --upgrade pip
 "$work/venv/bin/pip" install -q "$wheel"
 cd "$work"
-"$work/venv/bin/python" - "$wheel" <<'PY'
+data_files=$(cd "$repo/src" && git ls-files diffres | grep -v -e '\.py$' -e '\.export\.json$' || true)  # export reports stay in the repository
+"$work/venv/bin/python" - "$wheel" $data_files <<'PY'
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
+missing = sorted(set(sys.argv[2:]) - set(names))
+assert not missing, f"package files missing from the wheel (pyproject package-data): {missing}"
 top = sorted({n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")})
 assert top == ["diffres"], f"top-level entries besides diffres: {top}"
 models = sorted(n for n in names if n.startswith("diffres/models/") and n.endswith(".onnx"))
 assert models, "no shipped models in the wheel"
 import diffres
 assert "site-packages" in diffres.__file__, diffres.__file__
-print(f"wheel: one top-level import (diffres), models {', '.join(m.rsplit('/', 1)[1] for m in models)}")
+print(f"wheel: one top-level import (diffres), models {', '.join(m.rsplit('/', 1)[1] for m in models)}, "
+      f"all {len(sys.argv) - 2} package data files")
+import diffres.server.app  # the service's routes, OpenAPI examples and demo page load from the wheel
 PY
 "$work/venv/bin/diffres" classify --json "$repo/examples/long.flac" >"$work/long.json"
 "$work/venv/bin/python" - "$work/long.json" <<'PY'

@@ -38,7 +38,7 @@ def schemathesis(s: Service, work: Path, examples: int, seed: int = 1, timeout_s
         proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
     report = json.loads((report_dir / "report.json").read_text())
     cases = report["test_cases"]
-    failures = [f"{f.get('operation', '?')}: {f.get('title') or f.get('name') or f}"[:300]
+    failures = [f"{', '.join(f.get('operations', [])) or '?'}: {f.get('title') or f.get('name') or f}"[:300]
                 for f in report.get("failures", [])]
     five_xx = server_errors(s.url) - five_xx_before
     passed = proc.returncode == 0 and cases["with_failures"] == 0 and not report.get("errors") and five_xx == 0
