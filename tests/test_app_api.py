@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soxr
 
-from diffres.server.registry import LoadedModel
+from diffres.server.loaded import LoadedModel
 from tests.conftest import (
     MODEL_DIR,
     Served,

@@ -115,7 +115,8 @@ def test_classify_over_http_with_request_id_and_json_access_log(server: Server) 
     assert metric_value(metrics, "diffres_http_requests_total", route="/v1/classify", status="200") >= 1
     deadline = time.monotonic() + 10  # the access line is written just after the response
     while time.monotonic() < deadline:
-        access = [e for e in server.logs() if e.get("logger") == "diffres.server.access" and e.get("request_id") == "e2e-42"]
+        access = [e for e in server.logs()
+                  if e.get("logger") == "diffres.server.access" and e.get("request_id") == "e2e-42"]
         if access:
             break
         time.sleep(0.05)

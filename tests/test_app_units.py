@@ -190,7 +190,8 @@ def row_sums(rows: list[np.ndarray]) -> list[RowOutput]:
     return [RowOutput(np.array([row.sum()]), None, len(row), len(row)) for row in rows]
 
 
-def make_batcher(gate: threading.Event | None = None, max_batch: int = 4, **kwargs: object) -> tuple[MicroBatcher, list[int]]:
+def make_batcher(gate: threading.Event | None = None, max_batch: int = 4,
+                 **kwargs: object) -> tuple[MicroBatcher, list[int]]:
     sizes: list[int] = []
 
     def run(rows: list[np.ndarray], pad_to: int, outputs: object) -> list[RowOutput]:
@@ -330,7 +331,7 @@ async def test_cancelled_request_waits_for_its_decode_thread() -> None:
 
 
 def test_call_layout_one_single_threaded_call_per_cpu_by_default() -> None:
-    from diffres.server.registry import call_layout
+    from diffres.server.loaded import call_layout
 
     layout = call_layout(Settings(), on_gpu=False, cpus=4)
     assert (layout.threads, layout.calls) == (1, 4)

@@ -189,7 +189,8 @@ BAD_LENGTHS = [
 
 
 @pytest.mark.parametrize("name,lengths,datatype,shape", BAD_LENGTHS, ids=[b[0] for b in BAD_LENGTHS])
-async def test_bad_lengths(served: Served, name: str, lengths: list[int], datatype: str, shape: list[int] | None) -> None:
+async def test_bad_lengths(served: Served, name: str, lengths: list[int], datatype: str,
+                           shape: list[int] | None) -> None:
     x = np.zeros((2, 3), np.float32)
     r = await served.client.post("/v2/models/keywords/infer", json=with_lengths(x, lengths, datatype, shape))
     assert r.status_code == 400, r.text

@@ -48,7 +48,8 @@ def require_browser() -> Any:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("playwright is not installed (pip install -e '.[browser]'; `make test` does): browser tests skipped")
+        pytest.skip("playwright is not installed (pip install -e '.[browser]'; `make test` does): "
+                    "browser tests skipped")
     if not CHROMIUM:
         pytest.skip("no chromium (apt-get install chromium, as .ci/run does; or set DIFFRES_CHROMIUM): "
                     "browser tests skipped")

@@ -122,7 +122,8 @@ def test_a_missing_key_is_unauthorized(tmp_path: Path) -> None:
 def test_503_is_retried_after_its_retry_after_then_raised() -> None:
     answer = ClassifyResult.model_validate_json(
         json.dumps({"model": "m", "model_version": "1", "duration_s": 1.0, "sample_rate": 16000, "channels": 1,
-                    "format": "WAV/PCM_16", "detected": False, "min_score": 0.6, "predictions": [], "frames": {"input": 1, "output": 1, "reduction": 0.0},
+                    "format": "WAV/PCM_16", "detected": False, "min_score": 0.6, "predictions": [],
+                    "frames": {"input": 1, "output": 1, "reduction": 0.0},
                     "timing_ms": {"decode": 0, "inference": 0, "total": 0}}))
     busy = {"error": {"code": "overloaded", "message": "at capacity"}}
     replies = iter([httpx.Response(503, json=busy, headers={"Retry-After": "0"}),

@@ -108,7 +108,8 @@ def test_one_epoch_training_smoke_run(tmp_path: Path) -> None:
     train_main(["--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "8",
                 "--n-mels", "32", "--width", "8", "--seed", "3"])
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("val_accuracy", "per_class_accuracy", "delta", "mean_frames_in", "mean_frames_out", "epochs", "wall_time_s"):
+    for key in ("val_accuracy", "per_class_accuracy", "delta", "mean_frames_in", "mean_frames_out", "epochs",
+                "wall_time_s"):
         assert key in metrics
     assert metrics["sample_rate"] == 8000 and metrics["epochs"] == 1
     assert metrics["mean_frames_out"] == pytest.approx(metrics["mean_frames_in"] / 2, abs=1)

@@ -1,6 +1,6 @@
 """DiffRes audio classification: serve, classify, list models, train, export (`diffres`, `python -m diffres`).
 
-    diffres serve [--host H] [--port P] [--models DIR]
+    diffres serve [--host H] [--port P] [--models DIR] [--workers N]
     diffres classify FILE... [--model NAME|PATH] [--url URL] [--json] [--min-score X]
     diffres models [--url URL] [--json]
     diffres train --data DIR --out RUN ...      (the `train` extra)
@@ -49,12 +49,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, help="bind port (DIFFRES_PORT; default 8000)")
     s.add_argument("--models", type=Path, help="folder of *.onnx models (DIFFRES_MODEL_DIR; default: the shipped ones)")
     s.add_argument("--default-model", help="model used when a request names none (DIFFRES_DEFAULT_MODEL)")
+    s.add_argument("--workers", type=int, help="server processes sharing the port, the CPUs split between them "
+                                               "(DIFFRES_WORKERS; default 1: docs/performance.md)")
     s.set_defaults(run=serve)
 
     c = sub.add_parser("classify", help="classify audio files and print their labels and events",
                        description="Classify audio files in this process, or with --url on a running service. "
                                    "Prints a table per file, or with --json each file's REST JSON on one line.")
-    c.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audio files (WAV, FLAC, MP3, OGG, M4A, WebM...)")
+    c.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                   help="audio files (WAV, FLAC, MP3, OGG, M4A, WebM...)")
     c.add_argument("--model", help="a shipped model's name or an .onnx path (with --url: a model of the service); "
                                    "default: keywords (with --url: the service's default)")
     c.add_argument("--url", help="classify on this service (e.g. http://127.0.0.1:8000) instead of in-process")
@@ -90,7 +93,8 @@ def serve(a: argparse.Namespace) -> int:
     from diffres.server.app import serve as run_server
     from diffres.server.config import Settings
 
-    given = {"host": a.host, "port": a.port, "model_dir": a.models, "default_model": a.default_model}
+    given = {"host": a.host, "port": a.port, "model_dir": a.models, "default_model": a.default_model,
+             "workers": a.workers}
     run_server(Settings(**{k: v for k, v in given.items() if v is not None}))
     return OK
 

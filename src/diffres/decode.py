@@ -1,9 +1,10 @@
 """The one decoder: open, check, decode in blocks, mix down and resample.
 
 The pipeline (so the service, the Python API and the CLI), training (diffres/train/data.py), parity
-and the load test all decode through here, so what one accepts the others accept, sample for sample. libsndfile (soundfile) reads what it knows: WAV,
-FLAC, OGG/Vorbis/Opus, MP3, AIFF, ...; what it does not recognise goes to FFmpeg through PyAV
-(diffres/ffmpeg.py): WebM/Opus, MP4/M4A/AAC, ADTS AAC, AMR, video containers. Either way the
+and the load test all decode through here, so what one accepts the others accept, sample for
+sample. libsndfile (soundfile) reads what it knows: WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF, ...;
+what it does not recognise goes to FFmpeg through PyAV (diffres/ffmpeg.py): WebM/Opus,
+MP4/M4A/AAC, ADTS AAC, AMR, video containers. Either way the
 audio is read one block at a time and resampled with soxr's streaming resampler, so a one-hour file
 is never held in memory, and the duration limit is enforced while decoding, not from a header.
 Errors are diffres.errors' AudioError classes.

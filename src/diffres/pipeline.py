@@ -273,25 +273,21 @@ class Pipeline:
         """The classification as a generator: yields the rows to run (at most `slots`), is sent their
         outputs, returns the answer. `drive` runs one; several can share session calls. `progress` is
         called with the seconds decoded so far and the total the header promises (None: unknown)."""
-        answer = Answer(self.info, self.plan, options)
-        clock = _Clock(opened.started, opened.decode_s)
-        stream = AudioStream(opened.decoder, opened.info, self.info.sample_rate, self.max_duration_s)
-        reader = ClipReader(stream, self.plan)
-        events: list[Event] = []
+        run = self.start(opened, options, slots, progress)
         try:
-            while cuts := clock.decoding(reader.next, slots):
-                if not reader.windowed:
-                    self._check_length(stream, cuts)
-                t0 = time.perf_counter()
-                outputs = yield [samples for _, samples in cuts]
-                clock.inference += time.perf_counter() - t0
-                for (start, samples), out in zip(cuts, outputs, strict=True):
-                    events += answer.add(start, len(samples), out).events
-                if progress is not None:
-                    progress(stream.duration_s, opened.info.duration_s)
+            while rows := run.rows():
+                run.add((yield rows))
         finally:
-            opened.close()
-        return self._result(opened.info, stream, reader, answer, events + answer.finish(), clock)
+            run.close()
+        return run.result()
+
+    def start(self, opened: Opened, options: ClassifyOptions, slots: int,
+              progress: Progress | None = None) -> Classification:
+        """The classification as an object, for a caller that drives it itself (`steps` is this as a
+        generator): `rows()` decodes and gives the next rows, `add(outputs)` takes their outputs, `result()`
+        answers once `rows()` gave none. `decoded` says the audio is decoded to its end, so what is left is
+        the answer only (the service then finishes it on its event loop, without another thread hop)."""
+        return Classification(self, opened, options, slots, progress)
 
     def live(self, runner: Runner, options: ClassifyOptions, *, pcm_format: str = "s16le", channels: int = 1,
              sample_rate: int | None = None) -> LiveClassification:
@@ -328,6 +324,64 @@ class Pipeline:
             importance_hop_s=self.plan.frame_hop / sr if importance is not None else None,
             spectrogram=None if reader.windowed else answer.spectrogram(), events=events,
             warnings=warnings or None)
+
+
+
+class Classification:
+    """One classification driven step by step (Pipeline.start; Pipeline.steps is this as a generator).
+
+    `rows()` decodes up to `slots` more windows (the whole clip when it is not windowed) and returns them,
+    [] once the audio is over; `add(outputs)` takes the outputs of the last rows, in order; `result()` is
+    the answer after `rows()` gave none. `close()` closes the decoder (safe to call twice); `result()`
+    closes it too.
+    """
+
+    def __init__(self, pipeline: Pipeline, opened: Opened, options: ClassifyOptions, slots: int,
+                 progress: Progress | None = None) -> None:
+        self.pipeline, self.opened, self.slots, self.progress = pipeline, opened, slots, progress
+        self.answer = Answer(pipeline.info, pipeline.plan, options)
+        self.clock = _Clock(opened.started, opened.decode_s)
+        self.stream = AudioStream(opened.decoder, opened.info, pipeline.info.sample_rate, pipeline.max_duration_s)
+        self.reader = ClipReader(self.stream, pipeline.plan)
+        self.events: list[Event] = []
+        self._cuts: list[Cut] = []
+        self._sent = 0.0
+        self._closed = False
+
+    @property
+    def decoded(self) -> bool:
+        """The audio is decoded to its end: what is left needs no decoder."""
+        return self.reader.finished
+
+    def rows(self) -> list[np.ndarray]:
+        """The next rows to run (at most `slots`); [] once the audio is over."""
+        cuts = self.clock.decoding(self.reader.next, self.slots)
+        if cuts and not self.reader.windowed:
+            self.pipeline._check_length(self.stream, cuts)
+        self._cuts = cuts
+        self._sent = time.perf_counter()
+        return [samples for _, samples in cuts]
+
+    def add(self, outputs: list[RowOutput]) -> None:
+        """The outputs of the rows `rows()` gave last, in order."""
+        self.clock.inference += time.perf_counter() - self._sent
+        for (start, samples), out in zip(self._cuts, outputs, strict=True):
+            self.events += self.answer.add(start, len(samples), out).events
+        self._cuts = []
+        if self.progress is not None:
+            self.progress(self.stream.duration_s, self.opened.info.duration_s)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.opened.close()
+
+    def result(self) -> ClassifyResult:
+        """The answer (call it after `rows()` gave no rows)."""
+        self.close()
+        answer = self.answer
+        return self.pipeline._result(self.opened.info, self.stream, self.reader, answer,
+                                     self.events + answer.finish(), self.clock)
 
 
 def drive(steps: Steps, runner: Runner) -> ClassifyResult:

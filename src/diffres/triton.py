@@ -6,8 +6,8 @@ backend. The same repository is what `diffres serve` reads (DIFFRES_MODEL_DIR; d
 so it serves as it is, config.pbtxt's version policy included (Triton's ModelVersionPolicy, read and
 written here), and `--version N` adds a version to a repository a server is using: the other versions
 stay, and every file is swapped in whole (written beside, then renamed), so a polling server never
-reads half a file. Names and datatypes come from the contract (diffres/contract.py), dims from the ONNX graph itself: with `max_batch_size` > 0 Triton's dims omit
-the batch dim, so the `[batch]` tensors (lengths, frames_in, frames_out) become dims [1] with a
+reads half a file. Names and datatypes come from the contract (diffres/contract.py), dims from the
+ONNX graph itself: with `max_batch_size` > 0 Triton's dims omit the batch dim, so the `[batch]` tensors (lengths, frames_in, frames_out) become dims [1] with a
 reshape to a scalar. Reads the graph with onnxruntime (no torch, no onnx package).
 Triton only batches requests of equal shape: requests with different `samples` run as separate
 batches (a client can pad rows itself and send `lengths`; the contract keeps each row exact).
@@ -227,7 +227,8 @@ def write_model(path: Path, repo: Path, *, max_batch_size: int = 16, queue_delay
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m diffres.triton", description=__doc__.splitlines()[0])
-    p.add_argument("--models", type=Path, default=MODELS_DIR, help="folder of exported *.onnx (default: the shipped ones)")
+    p.add_argument("--models", type=Path, default=MODELS_DIR,
+                   help="folder of exported *.onnx (default: the shipped ones)")
     p.add_argument("--out", type=Path, default=Path("model_repository"), help="repository to write")
     p.add_argument("--max-batch-size", type=int, default=16, help="Triton max_batch_size (as DIFFRES_BATCH_SIZE)")
     p.add_argument("--queue-delay-us", type=int, default=5000,

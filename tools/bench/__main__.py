@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads and torch threads")
     p.add_argument("--layout-threads", type=int, default=1,
                    help="intra-op threads of section 1c, the service's call layout (default 1: one single-threaded "
-                        "call per core, server.registry.call_layout on CPU; 0 skips)")
+                        "call per core, server.loaded.call_layout on CPU; 0 skips)")
     p.add_argument("--estimators", nargs="*", default=None, metavar="CxB",
                    help="DiffRes 0.5 importance-CNN sizes (channels x blocks) timed against the default one "
                         f"(default {' '.join(ESTIMATOR_SIZES)}; quick: none)")

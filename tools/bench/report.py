@@ -271,7 +271,7 @@ def resolution_section(alone: dict) -> list[str]:
 def layout_section(timed: dict, threads: int | None) -> list[str]:
     """Section 1c: the goals' models (and DiffRes with a cheaper estimator) timed as the service runs them."""
     L = ["", f"## 1c. In the service's call layout ({threads}-thread calls)", "",
-         "The service runs one single-threaded onnxruntime call per core at once (`server.registry.call_layout`), "
+         "The service runs one single-threaded onnxruntime call per core at once (`server.loaded.call_layout`), "
          "so this is the cost per call that served traffic pays; section 1 splits each call over "
          "several threads, which speeds up the backbone's large convolutions more than DiffRes's small ops. "
          "Same graphs, their own interleaved loop.", "",

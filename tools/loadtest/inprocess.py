@@ -1,5 +1,5 @@
 """In-process reference: the same model file, session options, threads and concurrent calls as the
-service (server.registry.call_layout), no HTTP.
+service (server.loaded.call_layout), no HTTP.
 
 Two figures, timed by the one clock (runtime.clock) in one interleaved loop: the batched ceiling
 (batch 16 of 3 s clips in every concurrent call: what the hardware gives when every call is full

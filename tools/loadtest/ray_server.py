@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tools.loadtest.server import Server, free_port
+from tools.loadtest.server import Server, free_port, session_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 CANNOT_START = "ray: cannot start a local cluster"  # printed by app.ray_main when Ray itself fails
@@ -21,19 +21,6 @@ CANNOT_START = "ray: cannot start a local cluster"  # printed by app.ray_main wh
 
 class RayCannotStart(RuntimeError):
     """Ray could not start a local cluster on this machine (not a fault of the service)."""
-
-
-def session_processes(sid: int) -> list[int]:
-    """Process ids in session `sid` (Linux /proc)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == sid:
-                    pids.append(int(entry.name))
-            except (ProcessLookupError, PermissionError):
-                continue
-    return pids
 
 
 def kill_session(sid: int) -> list[int]:

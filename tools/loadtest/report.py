@@ -24,15 +24,48 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
+# Issue 23's goals (benchmarks, not tests): (figure, test, goal, what)
+GOALS = (("outside_3s", "<=", 1.0, "CPU per request outside onnxruntime, 3 s clips (short traffic), ms"),
+         ("efficiency_short", ">=", 0.85, "CPU efficiency (onnxruntime CPU / server CPU), short clips"),
+         ("efficiency_mixed", ">=", 0.85, "CPU efficiency, mixed traffic"),
+         ("ratio_short", ">=", 0.75, "service / in-process batch-16 ceiling, short clips"),
+         ("ratio_mixed", ">=", 0.65, "service / in-process batch-16 ceiling, mixed traffic"))
+
+
+def _rounds(service: dict[str, Any], slices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each load round against the reference slices before and after it."""
+    out = []
+    for i, svc in enumerate(service["rounds"]):
+        a, b = service.get("around", [(j, j + 1) for j in range(len(service["rounds"]))])[i]
+        around = _combine([slices[a], slices[b]], CEILING)
+        out.append({"service_audio_s_per_s": svc["audio_s_per_s"], "ceiling_audio_s_per_s": around,
+                    "ratio": _ratio(svc["audio_s_per_s"], around)})
+    return out
+
+
+def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 23's goals with this run's figures (None where the run did not measure one)."""
+    traffic, work = result.get("traffic", {}), result["server_metrics"].get("by_traffic", {})
+    figures = {"outside_3s": work.get("short", {}).get("outside_onnxruntime_ms_per_request"),
+               "efficiency_short": work.get("short", {}).get("cpu_efficiency"),
+               "efficiency_mixed": work.get("mixed", {}).get("cpu_efficiency"),
+               "ratio_short": traffic.get("short", {}).get("ratio"),
+               "ratio_mixed": traffic.get("mixed", {}).get("ratio")}
+    out = []
+    for key, test, goal, what in GOALS:
+        figure = figures[key]
+        met = None if figure is None else (figure <= goal if test == "<=" else figure >= goal)
+        out.append({"goal": key, "what": what, "test": test, "target": goal, "figure": figure, "met": met})
+    return out
+
+
 def write_reports(args: argparse.Namespace, service: dict[str, Any], slices: list[dict[str, Any]],
-                  metrics: dict[str, Any], started: float, machine: dict[str, Any]) -> dict[str, Any]:
+                  metrics: dict[str, Any], started: float, machine: dict[str, Any],
+                  traffic: dict[str, dict[str, Any]] | None = None,
+                  profiles: dict[str, Any] | None = None) -> dict[str, Any]:
     ceiling, batch_1 = _combine(slices, CEILING), _combine(slices, "batch_1")
     inproc = {"ceiling_audio_s_per_s": ceiling, "batch_1_audio_s_per_s": batch_1, "slices": slices}
-    rounds = []
-    for i, svc in enumerate(service["rounds"]):
-        around = _combine(slices[i:i + 2], CEILING)  # the reference slices before and after it
-        rounds.append({"service_audio_s_per_s": svc["audio_s_per_s"], "ceiling_audio_s_per_s": around,
-                       "ratio": _ratio(svc["audio_s_per_s"], around)})
+    rounds = _rounds(service, slices)
     svc_rate = service["total"]["audio_s_per_s"]
     ratio = _ratio(svc_rate, ceiling) or 0.0
     per_audio = metrics.get("model_run_per_audio_s")
@@ -56,6 +89,15 @@ def write_reports(args: argparse.Namespace, service: dict[str, Any], slices: lis
         "goal": args.goal,
         "goal_met": ratio >= args.goal,
     }
+    if traffic:
+        result["traffic"] = {kind: {"service": t, "ratio": _ratio(t["total"]["audio_s_per_s"], ceiling),
+                                    "rounds": _rounds(t, slices), "clip_3s": t.get("clip_3s"),
+                                    "work": metrics.get("by_traffic", {}).get(kind)} for kind, t in traffic.items()}
+        result["config"]["traffic"] = list(traffic)
+    if profiles is not None:
+        result["profiles"] = profiles
+    if traffic:
+        result["issue_23_goals"] = goals(result)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "loadtest.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "LOADTEST.md").write_text(markdown(result))
@@ -78,12 +120,15 @@ def markdown(r: dict[str, Any]) -> str:
         "# Load test",
         "",
         f"{r['when']}: `python -m tools.loadtest` (`make loadtest`): {c['users']} locust users (closed loop, no think "
-        f"time), {c['run_time_s']} s of load in {c['rounds']} rounds, against `diffres serve` on 127.0.0.1; "
+        f"time), {c['run_time_s']} s of load in {c['rounds']} rounds"
+        f"{' per traffic (' + ', '.join(c['traffic']) + ')' if c.get('traffic') else ''}, against `diffres serve` on "
+        "127.0.0.1; "
         f"model `{c['model']}` (version {m['model_version']}, {m['model_sample_rate']} Hz); {m['cpus']} CPUs "
         f"(load average before: {load}). Clips: {s['clip_source']}; {round(c['long_fraction'] * 100)} % are "
         "10-30 s concatenations (windowed by the service), the rest single 1-5 s clips, posted as "
         f"{'raw bodies' if c['raw_body'] else 'multipart uploads'}. Each round's ramp-up is left out; latency "
-        "is per request, client side.",
+        "is per request, client side." + (" The first table is the mixed traffic; short clips alone are further "
+                                          "down." if "short" in c.get("traffic", []) else ""),
         "",
         "| traffic | requests | failures | requests/s | audio s/s | p50 ms | p95 ms | p99 ms |",
         "|---|---|---|---|---|---|---|---|",
@@ -120,9 +165,75 @@ def markdown(r: dict[str, Any]) -> str:
             f"{_median(x, CEILING):.0f} / {_median(x, 'batch_1'):.0f}" for x in ip["slices"]) +
         ". Differences between them are other work on the machine.",
         "",
+        *_traffic(r),
         *_gap(r),
+        *_profiles(r),
+        *_goals(r),
     ]
     return "\n".join(lines)
+
+
+TRAFFIC_NAMES = {"short": "short clips (1-5 s) only", "mixed": "mixed (with 10-30 s files)"}
+
+
+def _traffic(r: dict[str, Any]) -> list[str]:
+    """Short clips and mixed traffic side by side: throughput, latency, the ratio to the ceiling, and the work per
+    request (server CPU, onnxruntime's share of it); empty for reports without them."""
+    traffic = r.get("traffic")
+    if not traffic:
+        return []
+    lines = ["## Short clips and mixed traffic", "",
+             "| traffic | requests | failures | requests/s | audio s/s | p50 ms | p95 ms | p99 ms "
+             "| ratio to the ceiling |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for kind, t in traffic.items():
+        lines.append(_row(TRAFFIC_NAMES.get(kind, kind), t["service"]["total"]) + f" {t['ratio']} |")
+    clip = (traffic.get("short") or {}).get("clip_3s") or {}
+    if clip.get("requests"):
+        lines += ["", f"Clips of {clip['seconds'][0]:g}-{clip['seconds'][1]:g} s in the short-clip rounds "
+                      f"({clip['requests']} requests): latency p50/p95/p99 "
+                      f"{clip['p50']}/{clip['p95']}/{clip['p99']} ms."]
+    lines += ["", "### Work per request", "",
+              "The server's CPU time (all its processes, /proc) over each traffic's rounds, ramp-up included, per "
+              "request; onnxruntime's is the session calls' own thread CPU time "
+              "(`diffres_inference_cpu_seconds_total`); the rest is HTTP, multipart, decoding, the answer, JSON, logs, metrics and thread hand-overs. CPU "
+              "efficiency = onnxruntime CPU / server CPU.", "",
+              "| traffic | requests | server CPU ms/request | onnxruntime ms/request | outside onnxruntime ms/request "
+              "| CPU efficiency | audio s per server CPU s |", "|---|---|---|---|---|---|---|"]
+    for kind, t in traffic.items():
+        w = t.get("work") or {}
+        lines.append(f"| {TRAFFIC_NAMES.get(kind, kind)} | {w.get('requests')} | {w.get('cpu_ms_per_request')} | "
+                     f"{w.get('onnxruntime_ms_per_request')} | {w.get('outside_onnxruntime_ms_per_request')} | "
+                     f"{w.get('cpu_efficiency')} | {w.get('audio_s_per_cpu_s')} |")
+    return [*lines, ""]
+
+
+def _profiles(r: dict[str, Any]) -> list[str]:
+    from tools.loadtest.profile import markdown as profile_markdown
+
+    profiles = r.get("profiles") or {}
+    if not any(p.get("samples") for p in profiles.values()):
+        return []
+    lines = ["## Where the server's CPU goes: a sampling profile under load", "",
+             "py-spy (`record --nonblocking`: the server is never paused) on the server process during extra "
+             "locust phases of short clips, after the measured rounds. Python frames only: time inside "
+             "onnxruntime, libsndfile or numpy shows as the Python frame that called them. First every thread "
+             "that was running, then only the thread holding the GIL (the Python work that threads cannot share).",
+             ""]
+    titles = {"all_threads": "All running threads", "gil": "The thread holding the GIL"}
+    for name, summary in profiles.items():
+        lines += [f"### {titles.get(name, name)}", "", *profile_markdown(summary, "Samples"), ""]
+    return lines
+
+
+def _goals(r: dict[str, Any]) -> list[str]:
+    rows = r.get("issue_23_goals")
+    if not rows:
+        return []
+    verdict = {True: "met", False: "**not met**", None: "not measured"}
+    lines = ["## Goals: work per request", "", "| goal | target | this run | |", "|---|---|---|---|"]
+    lines += [f"| {g['what']} | {g['test']} {g['target']} | {g['figure']} | {verdict[g['met']]} |" for g in rows]
+    return [*lines, ""]
 
 
 def _gap(r: dict[str, Any]) -> list[str]:

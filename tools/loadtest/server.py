@@ -21,6 +21,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def session_processes(sid: int) -> list[int]:
+    """Process ids in session `sid` (Linux /proc; empty elsewhere)."""
+    pids = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return pids
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == sid:
+                    pids.append(int(entry.name))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return pids
+
+
+def process_rss_mb(pid: int) -> float | None:
+    """Resident memory of one process (Linux /proc; None elsewhere)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def get(url: str, timeout: float = 5) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.read()
@@ -60,37 +87,64 @@ class Server:
         return self
 
     def _wait_ready(self) -> None:
+        """Until /readyz says ready; with worker processes (each answers for itself), until it says so 20
+        times in a row."""
         deadline = time.monotonic() + self.ready_timeout
+        streak = 0
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log_path}")
             try:
                 json.loads(get(f"{self.url}/readyz", timeout=2))
-                return
+                streak += 1
+                if streak >= 20 or len(self.processes()) <= 1:
+                    return
+                time.sleep(0.05)
             except (urllib.error.URLError, OSError, ValueError):
+                streak = 0
                 time.sleep(0.5)
         raise TimeoutError(f"server not ready after {self.ready_timeout:.0f} s; see {self.log_path}")
 
+    def processes(self) -> list[int]:
+        """The server's processes: the one started and any it started (uvicorn workers), by session id."""
+        if self.proc is None:
+            return []
+        return session_processes(self.proc.pid) or [self.proc.pid]
+
     def cpu_seconds(self) -> float | None:
-        """User + system CPU time of the server process, all threads (Linux /proc; None elsewhere)."""
-        try:
-            assert self.proc is not None
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, AssertionError):
+        """User + system CPU time of the server, all threads of all its processes (workers included; Linux
+        /proc; None elsewhere). A worker that exited takes its CPU time with it: compare within one run."""
+        if self.proc is None:
             return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total, found = 0, False
+        for pid in self.processes():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+            found = True
+        return total / os.sysconf("SC_CLK_TCK") if found else None
+
+    def metrics_by_process(self, tries: int = 60) -> list[str]:
+        """/metrics of every server process: worker processes each answer for themselves, so scrape (a new
+        connection each time, which the kernel hands to any worker) until every worker has answered; a
+        worker is told apart by its process_start_time_seconds."""
+        workers = max(1, len(self.processes()) - 2) if len(self.processes()) > 1 else 1  # less the supervisor
+        found: dict[str, str] = {}                                                        # and its resource tracker
+        for _ in range(tries):
+            text = get(f"{self.url}/metrics").decode()
+            start = next((line for line in text.splitlines() if line.startswith("process_start_time_seconds")), "")
+            found[start] = text
+            if len(found) >= workers:
+                break
+        return list(found.values())
 
     def rss_mb(self) -> float | None:
-        """Resident memory of the server process now (Linux /proc; None elsewhere)."""
-        try:
-            assert self.proc is not None
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-        except (OSError, AssertionError):
-            pass
-        return None
+        """Resident memory of the server now, all its processes together (Linux /proc; None elsewhere)."""
+        sizes = [rss for pid in self.processes() if (rss := process_rss_mb(pid)) is not None]
+        return round(sum(sizes), 1) if sizes else None
 
     def stop(self) -> None:
         """SIGTERM (graceful drain), then SIGKILL if it is still there after 30 s."""

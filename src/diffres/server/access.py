@@ -133,7 +133,8 @@ class ApiKeyMiddleware:
             return
         if scope["type"] == "websocket":  # refused at the handshake (HTTP 403), before the app accepts
             await receive()
-            await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": "API key missing or not valid"})
+            await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION,
+                        "reason": "API key missing or not valid"})
             return
         message = ("this API needs a key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`" if key is None
                    else "the API key is not valid")

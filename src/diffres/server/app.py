@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import Depends, FastAPI
 
 from diffres import __version__
+from diffres.cpu import available_cpus
 from diffres.decode import preload_ffmpeg
 from diffres.schemas import ErrorResponse
 from diffres.server.access import AdminAccess, install_api_keys, install_cors
 from diffres.server.admission import ByteBudget
-from diffres.server.config import Settings, get_settings
+from diffres.server.config import Settings, environment, get_settings
 from diffres.server.deps import known_query_parameters
 from diffres.server.demo import install_demo
 from diffres.server.docs import install_docs
@@ -33,6 +36,7 @@ from diffres.server.http_guard import guarded_protocol
 from diffres.server.logs import configure_logging
 from diffres.server.metrics import Metrics
 from diffres.server.middleware import RequestContextMiddleware
+from diffres.server.openapi import parameters_in_place
 from diffres.server.registry import ModelRegistry
 from diffres.server.repository_api import router as repository_router
 from diffres.server.routes import router
@@ -44,6 +48,11 @@ log = logging.getLogger(__name__)
 # Answered by the connection guard (server/http_guard.py) before any route, so possible on every operation.
 TRANSPORT_ERRORS = {431: {"model": ErrorResponse, "description": "Request line and headers over "
                           "DIFFRES_MAX_HEADER_BYTES (the /v1 error shape on every route: no route has run yet)"}}
+
+
+WORKERS_ADMIN_OFF = ("with DIFFRES_WORKERS > 1 a repository call reaches one worker process only: reload every "
+                     "worker with SIGHUP to the server (uvicorn replaces its workers one by one), or set "
+                     "DIFFRES_MODEL_POLL_S")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -81,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.v2_budget = ByteBudget(settings.v2_body_budget_bytes, settings.retry_after_s)  # /v2 bodies in memory
     app.state.admin = AdminAccess(settings)  # who may load and unload models (HTTP and gRPC)
+    if settings.workers > 1:  # a repository call would reach one worker process: they would drift apart
+        app.state.admin.refuse_all(WORKERS_ADMIN_OFF)
     app.state.registry = ModelRegistry(settings, metrics)  # not ready until the lifespan replaces it
     install_error_handlers(app)
     install_api_keys(app, settings)  # inside the request-id/access-log middleware: 401s are logged too
@@ -92,6 +103,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stream_router)
     install_demo(app)
     install_docs(app)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = parameters_in_place(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
@@ -109,17 +128,27 @@ def reload_on_sighup(registry: ModelRegistry) -> Callable[[], None]:
 
 
 def serve(settings: Settings | None = None) -> None:
-    """Run the service with uvicorn in the foreground: the settings' host, port and connection limits."""
+    """Run the service with uvicorn in the foreground: the settings' host, port and connection limits; with
+    `workers` > 1, that many processes (uvicorn's workers: `diffres.server.asgi:app` in each, its settings from
+    the environment, the CPUs split between them)."""
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # keep our log handler
-        access_log=False,  # the middleware writes the access log, with the request id
-        timeout_graceful_shutdown=settings.shutdown_timeout_s,
-        timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
-        http=guarded_protocol(settings),  # header deadline and size, connection cap
-        server_header=False,
-    )
+    options: dict[str, Any] = {
+        "host": settings.host, "port": settings.port,
+        "log_config": None,  # keep our log handler
+        "access_log": False,  # the middleware writes the access log, with the request id
+        "timeout_graceful_shutdown": settings.shutdown_timeout_s,
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
+        "server_header": False,
+    }
+    if settings.workers > 1:
+        env = environment(settings)
+        env.setdefault("DIFFRES_CPUS", str(max(1, (settings.cpus or available_cpus()) // settings.workers)))
+        os.environ.update(env)  # the workers are spawned: they read their settings from here
+        get_settings.cache_clear()
+        log.info("starting %d worker processes, onnxruntime on %s CPU(s) each", settings.workers, env["DIFFRES_CPUS"])
+        uvicorn.run("diffres.server.asgi:app", workers=settings.workers,
+                    http="diffres.server.http_guard:from_environment", **options)
+        return
+    uvicorn.run(create_app(settings), http=guarded_protocol(settings),  # header deadline and size, connection cap
+                **options)

@@ -8,7 +8,7 @@ Order is fair between requests: every request's k-th queued input comes before a
 (k+1)-th, and among those the request served least recently goes first, so a short clip is in
 the next call even while long files have hundreds of windows queued. Inputs of a request that
 went away (cancelled futures) drop out before they run. Session calls run in the batcher's own
-threads, `concurrent_calls` at once (server.registry.call_layout: on CPU one single-threaded call per
+threads, `concurrent_calls` at once (server.loaded.call_layout: on CPU one single-threaded call per
 core); the event loop only moves futures around.
 """
 

@@ -36,6 +36,13 @@ class Settings(BaseSettings):
                                        "the repository API still reload).")
     default_model: str = Field(default="keywords", description="Model used when a request names none.")
     host: str = Field(default="127.0.0.1", description="Bind address of `diffres serve`.")
+    workers: int = Field(
+        default=1, ge=1, le=64,
+        description="Server processes of `diffres serve` (uvicorn workers sharing the port), each with its own models, "
+                    "batchers and event loop; the CPUs are split between them (each gets DIFFRES_CPUS, default CPUs / "
+                    "workers). 1 (default): one process, its calls in threads (docs/performance.md compares them). "
+                    "With several, /metrics and /readyz answer for the worker that takes the request, and "
+                    "DIFFRES_GRPC_PORT is refused.")
     port: int = Field(default=8000, ge=0, le=65535, description="Bind port of `diffres serve`.")
     grpc_port: int | None = Field(
         default=None, ge=0, le=65535,
@@ -214,6 +221,13 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _check_workers(self) -> Settings:
+        if self.workers > 1 and self.grpc_port is not None:
+            raise ValueError("DIFFRES_GRPC_PORT needs DIFFRES_WORKERS=1: worker processes would each bind the gRPC "
+                             "port (run one process, or gRPC on a separate deployment)")
+        return self
+
+    @model_validator(mode="after")
     def _check_windows(self) -> Settings:
         if self.window_s and self.window_hop_s and self.window_hop_s > self.window_s:
             raise ValueError("window_hop_s must not exceed window_s (windows would leave gaps)")
@@ -230,6 +244,24 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    """The `DIFFRES_*` variables that give `settings` again (the fields set explicitly): how settings from the
+    command line reach worker processes, which read theirs from the environment."""
+    env = {}
+    for name in sorted(settings.model_fields_set):
+        value = getattr(settings, name)
+        if isinstance(value, list):
+            text = ",".join(v.get_secret_value() if isinstance(v, SecretStr) else str(v) for v in value)
+        elif isinstance(value, SecretStr):
+            text = value.get_secret_value()
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = "" if value is None else str(value)
+        env[f"DIFFRES_{name.upper()}"] = text
+    return env
 
 
 @lru_cache(maxsize=1)

@@ -16,15 +16,19 @@ from diffres.server.metrics import Metrics
 from diffres.server.registry import ModelRegistry
 
 
-def _settings(request: Request) -> Settings:
+# Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in the thread pool, a
+# thread hop (two GIL hand-overs and a wake-up) per dependency per request, for a dictionary lookup.
+
+
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def _registry(request: Request) -> ModelRegistry:
+async def _registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-def _metrics(request: Request) -> Metrics:
+async def _metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
@@ -47,13 +51,28 @@ def _query_names(dependant: Dependant) -> set[str]:
     return names
 
 
-def known_query_parameters(request: HTTPConnection) -> None:
+_allowed: dict[int, tuple[Dependant, set[str]]] = {}  # id(dependant) -> (it, its query names): computed once
+
+
+def allowed_query_names(dependant: Dependant, route: object = None) -> set[str]:
+    """The route's query parameters: its dependant's, and those its OpenAPI declares itself (`openapi_extra`
+    parameters in the query: routes that read theirs from the request, as the classify routes do)."""
+    cached = _allowed.get(id(dependant))
+    if cached is None or cached[0] is not dependant:
+        extra = (getattr(route, "openapi_extra", None) or {}).get("parameters", [])
+        names = _query_names(dependant) | {p["name"] for p in extra if p.get("in") == "query"}
+        cached = _allowed[id(dependant)] = (dependant, names)
+    return cached[1]
+
+
+async def known_query_parameters(request: HTTPConnection) -> None:
     """422 for a query parameter the route does not take (a typo such as `?topk=1` must not pass silently).
     The WebSocket stream checks its own (its parameters model forbids others)."""
-    dependant = getattr(request.scope.get("route"), "dependant", None)
-    if dependant is None or not request.query_params or request.scope["type"] != "http":
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or not request.scope.get("query_string") or request.scope["type"] != "http":
         return
-    allowed = _query_names(dependant)
+    allowed = allowed_query_names(dependant, route)
     unknown = sorted(k for k in request.query_params if k not in allowed)
     if unknown:
         takes = f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"

@@ -39,7 +39,8 @@ from diffres.contract import DATATYPES
 from diffres.server.grpc_calls import CallContext, CallGuard
 from diffres.server.proto import grpc_predict_v2_pb2 as pb
 from diffres.server.proto import grpc_predict_v2_pb2_grpc as pb_grpc
-from diffres.server.registry import LoadedModel, ModelRegistry, check_parameters
+from diffres.server.loaded import LoadedModel, check_parameters
+from diffres.server.registry import ModelRegistry
 from diffres.server.tensors import (BINARY_WEIGHT, SERVER_METADATA, BadTensor, TensorSpec, from_bytes, from_values,
                                     infer, model_metadata, read_inputs, wanted_outputs, wire_bytes)
 

@@ -123,3 +123,13 @@ def guarded_protocol(settings: Settings) -> type[asyncio.Protocol]:
                 super().on_message_complete()
 
     return GuardedHttpToolsProtocol
+
+
+def __getattr__(name: str) -> Any:
+    """`from_environment`: the guarded protocol for the settings in the environment (uvicorn's worker processes
+    import their `http=` protocol by name: a class made inside a function cannot travel to them)."""
+    if name == "from_environment":
+        from diffres.server.config import get_settings
+
+        return guarded_protocol(get_settings())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

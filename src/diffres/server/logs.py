@@ -66,3 +66,7 @@ def configure_logging(level: str = "INFO", log_format: str = "auto") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # What neither formatter writes is not collected for every record (Python's logging docs, "Optimization"):
+    # the caller's file and line (a walk up the stack), thread, process and multiprocessing names.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False

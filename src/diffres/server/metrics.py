@@ -8,6 +8,8 @@ per model and label. No `_created` series: they double every counter and histogr
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics,
                                generate_latest)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -48,6 +50,9 @@ class Metrics:
                                      "Of diffres_batch_samples_total, zero padding", ["model"], registry=r)
         self.inference = Histogram("diffres_inference_seconds", "Duration of one onnxruntime call", ["model"],
                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.inference_cpu = Counter("diffres_inference_cpu_seconds_total", "CPU time of onnxruntime session calls "
+                                     "(the calling thread's: all of it with one intra-op thread per call, the "
+                                     "default on CPU)", ["model"], registry=r)
         self.queue_depth = Gauge("diffres_queue_depth", "Inputs waiting for a batch", ["model"], registry=r)
         self.rejected = Counter("diffres_rejected_total", "Requests refused with 503 for lack of room, by reason "
                                 "(queue: work units; long_jobs: long-job turns and their line full)",
@@ -76,21 +81,33 @@ class Metrics:
         self.events = Counter("diffres_events_total", "Events detected (uploads and streams), by model and label",
                               ["model", "label"], registry=r)
         ProcessCollector(registry=r)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: prometheus_client's lookup takes a lock and checks the labels
+        on every call (a few microseconds, several times per request). Not for metrics that get cleared."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def observe_batch(self, model: str, stats: BatchStats, depth: int) -> None:
-        self.batch_size.labels(model).observe(stats.size)
-        self.padding_share.labels(model).observe(stats.padding / stats.samples if stats.samples else 0.0)
-        self.batch_samples.labels(model).inc(stats.samples)
-        self.batch_padding.labels(model).inc(stats.padding)
-        self.inference.labels(model).observe(stats.run_seconds)
+        child = self.child
+        child(self.batch_size, model).observe(stats.size)
+        child(self.padding_share, model).observe(stats.padding / stats.samples if stats.samples else 0.0)
+        child(self.batch_samples, model).inc(stats.samples)
+        child(self.batch_padding, model).inc(stats.padding)
+        child(self.inference, model).observe(stats.run_seconds)
+        queue_wait = child(self.queue_wait, model)
         for wait in stats.queue_waits:
-            self.queue_wait.labels(model).observe(wait)
-        self.queue_depth.labels(model).set(depth)
+            queue_wait.observe(wait)
+        child(self.queue_depth, model).set(depth)
 
     def observe_result(self, model: str, audio_seconds: float, frames_in: int, frames_out: int) -> None:
-        self.audio_seconds.labels(model).inc(audio_seconds)
-        self.frames_in.labels(model).inc(frames_in)
-        self.frames_out.labels(model).inc(frames_out)
+        self.child(self.audio_seconds, model).inc(audio_seconds)
+        self.child(self.frames_in, model).inc(frames_in)
+        self.child(self.frames_out, model).inc(frames_out)
 
     def set_models(self, loaded: list[tuple[ModelInfo, int]]) -> None:
         """diffres_model_info for exactly the versions serving now (model info, repository version)."""
@@ -108,7 +125,7 @@ class Metrics:
 
     def observe_events(self, model: str, labels: list[str]) -> None:
         for label in labels:
-            self.events.labels(model, label).inc()
+            self.child(self.events, model, label).inc()
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

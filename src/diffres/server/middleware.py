@@ -28,6 +28,7 @@ from diffres.errors import DiffresError
 from diffres.server.logs import request_id_var
 from diffres.server.metrics import Metrics
 
+_timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
 log = logging.getLogger("diffres.server.access")
 REQUEST_ID = "X-Request-ID"
 CLIENT_CLOSED = 499  # nginx's "client closed request": the work was cancelled, nobody got an answer
@@ -79,7 +80,11 @@ class ClientGuard:
         if self.body_done:
             return await self._receive()
         try:
-            message = await asyncio.wait_for(self._receive(), self._body_timeout_s)
+            if _timeout is not None:  # a deadline on this task: no task of its own per chunk, as wait_for makes
+                async with _timeout(self._body_timeout_s):
+                    message = await self._receive()
+            else:
+                message = await asyncio.wait_for(self._receive(), self._body_timeout_s)
         except asyncio.TimeoutError:
             raise BodyTimeout(f"no request body data for {self._body_timeout_s:g} s "
                               "(DIFFRES_BODY_TIMEOUT_S)") from None
@@ -194,8 +199,8 @@ class Access:
 
 def record_access(metrics: Metrics, access: Access, elapsed: float, tracked: bool) -> None:
     """Count it, time it, end its in-progress mark, and write its access log line (one home for both doors)."""
-    metrics.requests.labels(access.route, access.method, str(access.status)).inc()
-    metrics.latency.labels(access.route, access.method).observe(elapsed)
+    metrics.child(metrics.requests, access.route, access.method, str(access.status)).inc()
+    metrics.child(metrics.latency, access.route, access.method).observe(elapsed)
     if tracked:
         metrics.in_progress.dec()
     fields = {"request_id": access.request_id, "method": access.method, "path": access.path, "route": access.route,

@@ -71,3 +71,16 @@ CLASSIFY_RESPONSES: dict[int | str, dict[str, Any]] = {
           "content": {"application/json": {"example": EXAMPLE}}},
     **ERRORS,
 }
+
+
+def parameters_in_place(schema: dict[str, Any]) -> dict[str, Any]:
+    """Operations that declare their query parameters in `openapi_extra` (the classify routes read theirs from the
+    request) get them where FastAPI puts declared ones, before `responses`: the document stays as it was."""
+    for operations in schema.get("paths", {}).values():
+        for name, operation in list(operations.items()):
+            keys = list(operation)
+            if "parameters" in keys and "responses" in keys and keys.index("parameters") > keys.index("responses"):
+                keys.remove("parameters")
+                keys.insert(keys.index("responses"), "parameters")
+                operations[name] = {key: operation[key] for key in keys}
+    return schema

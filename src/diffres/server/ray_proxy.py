@@ -1,6 +1,7 @@
 """Ray's HTTP proxy, made to answer like the plain service: one X-Request-ID, a clear 503 on a dead replica.
 
-Loaded into the proxy through Ray's hook `RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=diffres.server.ray_proxy:middlewares`
+Loaded into the proxy through Ray's hook
+`RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=diffres.server.ray_proxy:middlewares`
 (server/ray_main.py sets it; the RayService manifest too):
 - Ray's proxy sends nothing when the replica handling a request dies (its uvicorn then writes a bare
   `500 Internal Server Error`); such requests get the service's own error shape instead: 503

@@ -52,7 +52,7 @@ def replica_cpus(settings: Settings, reserved_cpus: float) -> int:
 
 def replica_settings(overrides: dict[str, Any]) -> Settings:
     """Settings of this replica: environment + overrides, onnxruntime sized to this actor's CPU reservation
-    (server.registry.call_layout turns the CPUs into calls and threads). No gRPC port of its own: gRPC
+    (server.loaded.call_layout turns the CPUs into calls and threads). No gRPC port of its own: gRPC
     reaches replicas through Ray's proxy, which owns DIFFRES_GRPC_PORT."""
     settings = Settings(**overrides)
     if settings.admin_loopback:  # Ray's proxies own the bind address, not this replica's DIFFRES_HOST

@@ -23,7 +23,8 @@ from pydantic import BaseModel
 
 from diffres.errors import BadRequest, PayloadTooLarge
 from diffres.server.access import presented_key
-from diffres.server.registry import ModelRegistry, check_parameters
+from diffres.server.loaded import check_parameters
+from diffres.server.registry import ModelRegistry
 from diffres.server.uploads import limited_stream
 
 router = APIRouter(prefix="/v2/repository", tags=["Model repository (OIP extension)"])
@@ -55,7 +56,7 @@ def _registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     """Load and unload are for admins: 401 without a key, 403 with another one or when control is off."""
     request.app.state.admin.authorize(presented_key(request.scope))
 

@@ -25,7 +25,7 @@ from diffres.errors import BadRequest, PayloadTooLarge
 from diffres.runner import DEFAULT_OUTPUTS, RowOutput
 from diffres.server.admission import row_units
 from diffres.server.metrics import Metrics
-from diffres.server.registry import LoadedModel
+from diffres.server.loaded import LoadedModel
 
 NUMPY = {"FP32": "<f4", "INT64": "<i8"}  # wire dtypes: little-endian, as the protocol's raw tensors are
 BINARY_WEIGHT = 2  # memory per byte of a binary/raw request: the bytes, then the padded copy and outputs

@@ -1,12 +1,15 @@
-"""Receive request bodies into temporary files, enforcing the size limit while streaming.
+"""Receive request bodies into memory or temporary files, enforcing the size limit while streaming.
 
 Nothing is buffered past the limit: a declared Content-Length over it is refused before reading,
 and a body that grows over it (chunked, or lying) is cut off at the chunk that crosses it. Files
-spool to disk past 1 MiB, so a one-hour upload costs disk, not memory.
+spool to disk past 1 MiB, so a one-hour upload costs disk, not memory; below that a file stays in
+memory and is decoded from there (`Upload.file` is then the spool's in-memory buffer: libsndfile
+reads it through its virtual I/O, and no temporary file is ever created for it).
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,11 +29,24 @@ ACCEPTED = "multipart/form-data (field 'file'), audio/* or application/octet-str
 
 @dataclass
 class Upload:
-    """One received file, rewound and ready to decode."""
+    """One received file, rewound and ready to decode; `file` is in memory when it is small (SPOOL_BYTES)."""
 
     file: BinaryIO
     filename: str | None
     size: int
+    spool: BinaryIO | None = None  # what `file` is the buffer of: kept open (closing it closes the buffer)
+
+    def close(self) -> None:
+        (self.spool or self.file).close()
+
+    @classmethod
+    def of(cls, spool: BinaryIO, filename: str | None, size: int) -> Upload:
+        """A received spool: its in-memory buffer when it never went to disk (a SpooledTemporaryFile's
+        fileno() would write it to a temporary file first, only for the decoder to read it back)."""
+        if getattr(spool, "_rolled", True) is False and isinstance(buffer := getattr(spool, "_file", None), io.BytesIO):
+            buffer.seek(0)
+            return cls(buffer, filename, size, spool)
+        return cls(spool, filename, size)
 
 
 @dataclass
@@ -93,7 +109,7 @@ async def _read_raw(request: Request, limit: int) -> Body:
     except BaseException:
         await upload.close()
         raise
-    return Body(files=[("file", Upload(upload.file, None, upload.size or 0))])
+    return Body(files=[("file", Upload.of(upload.file, None, upload.size or 0))])
 
 
 async def _read_multipart(request: Request, limit: int, max_files: int) -> Body:
@@ -108,7 +124,7 @@ async def _read_multipart(request: Request, limit: int, max_files: int) -> Body:
     body = Body()
     for name, value in form.multi_items():
         if isinstance(value, UploadFile):
-            body.files.append((name, Upload(value.file, value.filename, value.size or 0)))
+            body.files.append((name, Upload.of(value.file, value.filename, value.size or 0)))
         else:
             body.fields[name] = value
     return body
@@ -132,4 +148,4 @@ async def receive_body(request: Request, limit: int, *, allow_raw: bool = True, 
         yield body
     finally:
         for _, upload in body.files:
-            upload.file.close()
+            upload.close()

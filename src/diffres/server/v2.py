@@ -35,7 +35,8 @@ from starlette.concurrency import run_in_threadpool
 
 from diffres.server.admission import ByteBudget
 from diffres.errors import PayloadTooLarge, UnsupportedMediaType
-from diffres.server.registry import LoadedModel, ModelRegistry
+from diffres.server.loaded import LoadedModel
+from diffres.server.registry import ModelRegistry
 from diffres.server.tensors import (BINARY_WEIGHT, NUMPY, SERVER_METADATA, BadTensor, TensorSpec, from_bytes,
                                     from_values, infer as infer_tensors, model_metadata as metadata_of, read_inputs,
                                     wanted_outputs, wire_bytes)
