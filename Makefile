@@ -70,7 +70,7 @@ bench: $(FULL_STAMP)
 	$(BIN)/python -m tools.bench
 
 # Event detection on long recordings (validation keywords in noise and unseen speech) and live-stream
-# latency: reports/EVENTS.md and reports/events.json. About 5 minutes on 2 cores.
+# latency: reports/EVENTS.md and reports/events.json. About 10 minutes on 2 cores (the report gives its wall time).
 eval-events: $(FULL_STAMP)
 	$(BIN)/python -m tools.bench.events
 
@@ -114,10 +114,10 @@ synth: $(FULL_STAMP)
 	$(BIN)/python -m diffres.train.synth --out $(SYNTH) --hours 2 --eval-hours 0.5 --keywords-from $(KEYWORDS) --seed 0
 
 train-keywords: synth
-	$(BIN)/diffres train --data $(KEYWORDS) --out runs/keywords --delta 0.5 --epochs 20 --seed 0 --threads 1 \
+	$(BIN)/diffres train --data $(KEYWORDS) --out runs/keywords --delta 0.5 --epochs 24 --seed 0 --threads 1 \
 		--clip-seconds 1.5 --negatives $(DIGITS) $(SYNTH) --background-share 3 --rooms 2 \
-		--context-probability 0.3 --partial-share 0.25 --long-window-probability 0.3 \
-		--mine-rounds 1 --mine-hours 1 --mine-epochs 4 --event-hops 0.25 0.5
+		--mix-probability 0.7 --mix-snr-db -5 20 --context-probability 0.3 --partial-share 0.25 \
+		--long-window-probability 0.4 --mine-rounds 1 --mine-hours 1 --mine-epochs 4 --event-hops 0.25 0.5
 	$(BIN)/diffres export --checkpoint runs/keywords/best.pt --out src/diffres/models/keywords.onnx
 
 train-digits: $(FULL_STAMP)

@@ -32,6 +32,7 @@ MARKER = re.compile(r"^<!-- ([a-z-]+) -->[ \t]*$", re.MULTILINE)
 REPORT_IMAGES = {
     "reports/diffres_clips.png": ROOT / "reports" / "compare" / "diffres_clips.png",
     "reports/diffres_keywords.png": ROOT / "reports" / "diffres_keywords.png",
+    "reports/events_det.png": ROOT / "reports" / "events_det.png",
 }
 KiB = 1024
 MiB = 1024 * KiB

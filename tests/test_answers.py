@@ -22,9 +22,11 @@ async def classify(served: Served, path: Path, query: str = "") -> httpx.Respons
 
 
 async def test_detected_and_the_threshold_in_effect(served: Served) -> None:
+    default = {m["name"]: m["min_score"] for m in (await served.client.get("/v1/models")).json()["models"]}
     found = (await classify(served, EXAMPLES / "alexa.flac")).json()
-    assert found["detected"] is True and found["min_score"] == 0.6
-    assert [(p["label"], p["passed"]) for p in found["predictions"][:2]] == [("alexa", True), ("snowboy", False)]
+    assert found["detected"] is True and found["min_score"] == default["keywords"]
+    assert [p["label"] for p in found["predictions"]][0] == "alexa"
+    assert [p["passed"] for p in found["predictions"]] == [True] + [False] * (len(found["predictions"]) - 1)
     nothing = (await classify(served, EXAMPLES / "three.wav")).json()  # a spoken digit is no keyword
     assert nothing["detected"] is False and nothing["events"] == []
     assert not any(p["passed"] for p in nothing["predictions"])
@@ -98,7 +100,7 @@ async def test_docs_pages_use_local_assets(served: Served) -> None:
 
 
 async def test_metrics_people_expect(served: Served) -> None:
-    await classify(served, EXAMPLES / "long.flac")
+    found = {e["label"] for e in (await classify(served, EXAMPLES / "long.flac")).json()["events"]}
     for path in ("/", "/static/app.js", "/docs"):
         await served.client.get(path, headers={"accept": "text/html"})
     text = (await served.client.get("/metrics")).text
@@ -109,7 +111,8 @@ async def test_metrics_people_expect(served: Served) -> None:
     assert metric_value(text, "process_resident_memory_bytes") > 0 and metric_value(text, "process_open_fds") > 0
     version = json.loads((await served.client.get("/v1/models")).text)["models"][1]["version"]
     assert metric_value(text, "diffres_model_info", model="keywords", version=version, delta="0.5") == 1
-    assert metric_value(text, "diffres_events_total", model="keywords", label="snowboy") >= 1
+    assert found and all(metric_value(text, "diffres_events_total", model="keywords", label=label) >= 1
+                         for label in found)
 
 
 def test_log_formats_for_people_and_machines() -> None:

@@ -65,7 +65,8 @@ async def test_digits_model_recognises_digits(served: Served) -> None:
 
 
 async def test_a_long_recording_of_several_keywords_is_segmented(served: Served) -> None:
-    """Keywords spliced with silence: windows near each keyword should name it."""
+    """Keywords spliced with silence: a window within each keyword's clip should name it (windows may be
+    shorter than a clip, so not every window over a clip holds its whole word)."""
     pieces, spans, t = [], [], 0.0
     for label in KEYWORDS:
         [path] = require_clips("keywords", label, "*.flac", 1)
@@ -82,6 +83,6 @@ async def test_a_long_recording_of_several_keywords_is_segmented(served: Served)
     assert body["windowing"]["windows"] == len(body["segments"]) > len(KEYWORDS)
     hits = 0
     for label, start, end in spans:
-        best = max(body["segments"], key=lambda s: min(s["end_s"], end) - max(s["start_s"], start))
-        hits += best["predictions"][0]["label"] == label
+        inside = [s for s in body["segments"] if s["start_s"] >= start - 0.05 and s["end_s"] <= end + 0.05]
+        hits += any(s["predictions"][0]["label"] == label for s in inside)
     assert hits >= 4, f"{hits}/6 keywords found in their windows"

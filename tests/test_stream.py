@@ -129,6 +129,8 @@ def test_stream_in_100ms_chunks_gives_the_upload_events(server: Server) -> None:
     # Every event was announced by an onset first, and pushed before the end of the audio arrived.
     onsets = [m for m in messages if m["type"] == "onset"]
     assert [o["label"] for o in onsets] == ["mid"] * 3
+    kinds = [m["type"] for m in messages if m["type"] in ("onset", "event")]
+    assert kinds == ["onset", "event"] * 3  # the run's notice, then its event (here one window holds it)
     assert all(e["stream_s"] < 8.0 for e in events[:2])
 
 

@@ -84,7 +84,8 @@ def test_the_recipe_trains_mines_chooses_an_event_rule_and_repeats_exactly(
     assert (ckpt["window_hop_s"], ckpt["event_windows"]) == (chosen["window_hop_s"], chosen["event_windows"])
     # The same command in another process (another hash seed, a fresh import of everything): the same model.
     script = ("import sys; from diffres.train import calibrate; calibrate.SCENE_SECONDS = 10.0; "
-              "calibrate.SPEECH_ALONE_MINUTES = 0.3; from diffres.train.trainer import main; sys.exit(main(sys.argv[1:]))")
+              "calibrate.SPEECH_ALONE_MINUTES = 0.3; from diffres.train.trainer import main; "
+              "sys.exit(main(sys.argv[1:]))")
     run = subprocess.run([sys.executable, "-c", script, *recipe(data, negatives, tmp_path / "b")], capture_output=True,
                          text=True, timeout=600, env={**os.environ, "PYTHONHASHSEED": "12345"})
     assert run.returncode == 0, run.stderr[-2000:]

@@ -26,12 +26,17 @@ def _pair(report: dict[str, Any], path: list[str], fmt: str = "{:.3f}") -> str:
     return f"{now} (was {'-' if before is None else fmt.format(before)})"
 
 
+STRICT = {"false_alarms_per_hour"}  # goals stated as "fewer than"
+
+
 def _goal(report: dict[str, Any], name: str, value: float | None, below: bool) -> str:
     goal = report["goals"][name]
     if value is None:
         return "no figure"
-    met = value <= goal if below else value >= goal
-    return f"{'met' if met else 'not met'} ({value:g}; goal {'<=' if below else '>='} {goal:g})"
+    strict = name in STRICT
+    met = (value < goal if strict else value <= goal) if below else value >= goal
+    sign = ("<" if strict else "<=") if below else ">="
+    return f"{'met' if met else 'not met'} ({value:g}; goal {sign} {goal:g})"
 
 
 def _row(name: str, s: dict[str, Any]) -> str:

@@ -58,7 +58,7 @@ from diffres.schemas import Event, StreamEnd, StreamEvent, StreamReady, StreamWi
 from diffres.server.batching import Lease, LeaseRunner
 from diffres.server.config import Settings
 from diffres.server.errors import public
-from diffres.server.registry import LoadedModel
+from diffres.server.loaded import LoadedModel
 from diffres.server.threads import run_to_completion
 
 log = logging.getLogger(__name__)
@@ -168,13 +168,13 @@ class StreamSession:
         await self.ws.close(CLOSE_NORMAL)
 
     async def _send_steps(self, steps: list[WindowStep]) -> None:
-        """What each window decided, in order: the events it settled, the onset it opened, its own result."""
+        """What each window decided, in order: the run it started (onset), the event it settled, its own result."""
         sr = self.model.info.sample_rate
         for step in steps:
-            for event in step.events:
-                await self._send_event("event", event)
             if step.onset is not None:
                 await self.ws.send_json(_event_message("onset", step.onset, self.stream_s))
+            for event in step.events:
+                await self._send_event("event", event)
             if self.params.windows:
                 await self.ws.send_json(StreamWindow(start_s=step.start / sr, end_s=(step.start + step.length) / sr,
                                                      predictions=step.predictions).model_dump())

@@ -90,7 +90,7 @@ class TrainConfig:
     rooms: int = 0  # reverberated versions of each training clip (simulated rooms), besides the speed versions
     context_probability: float = 0.0  # share of keyword windows with other sound right before or after the word
     partial_share: float = 0.0  # windows holding part of a word, as background, per keyword window
-    long_window_probability: float = 0.0  # share of keyword windows up to twice as long (clips run whole)
+    long_window_probability: float = 0.0  # share of keyword windows up to 3x as long (such clips run whole)
     synthetic_positives: str | None = None  # a synth folder whose keyword positives join the training clips
     mine_rounds: int = 0  # hard-negative mining rounds after the epochs
     mine_hours: float = 1.0  # of training negatives streamed per round
@@ -99,6 +99,7 @@ class TrainConfig:
     event_hops: tuple[float, ...] = ()  # window hops (s) the event rule is chosen among; () : half the window
     event_windows_max: int = 3  # the most windows a label may be asked to hold
     event_latency_s: float = 0.75  # the rule's expected delay from a word's end to its event, at most
+    event_false_alarms_per_hour: float = 2.0  # on held-out validation speech alone, at most (when a rule can)
 
     @property
     def with_background(self) -> bool:

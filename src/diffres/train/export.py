@@ -79,7 +79,8 @@ def export(a: argparse.Namespace) -> int:
             truth = [labels.index(Path(pth).parent.name) for pth in paths]
             acc32 = onnx_accuracy(str(fp32), paths, truth, sr)
             acc8 = onnx_accuracy(str(out), paths, truth, sr)
-            print(f"int8: val accuracy {acc8:.4f} vs fp32 {acc32:.4f} (change {acc8 - acc32:+.4f}) on {len(paths)} clips")
+            print(f"int8: val accuracy {acc8:.4f} vs fp32 {acc32:.4f} (change {acc8 - acc32:+.4f}) "
+                  f"on {len(paths)} clips")
             report["int8"] = {"val_accuracy_fp32": acc32, "val_accuracy_int8": acc8, "n_val": len(paths)}
     report["size_bytes"] = out.stat().st_size
     report["parity_passed"] = ok

@@ -23,7 +23,8 @@ HELP = {
     "rooms": "reverberated versions of each training clip, in simulated rooms",
     "context_probability": "share of keyword windows with other sound right before or after the word",
     "partial_share": "windows holding only part of a word (labelled background), per keyword window",
-    "long_window_probability": "share of keyword windows up to twice the clip length (as short clips run whole)",
+    "long_window_probability": "share of keyword windows up to three times the clip length (clips up to three "
+                               "clip lengths run whole)",
     "synthetic_positives": "a synth folder whose synthetic keyword clips join the training clips",
     "mine_rounds": "hard-negative mining rounds: stream the negatives, train on with what fires",
     "mine_hours": "hours of training negatives streamed per mining round",
@@ -33,6 +34,7 @@ HELP = {
                   "window, one window)",
     "event_windows_max": "the most consecutive windows a label may be asked to hold",
     "event_latency_s": "the event rule's expected delay from a word's end to its event, at most",
+    "event_false_alarms_per_hour": "the event rule's false alarms per hour on held-out validation speech, at most",
 }
 
 

@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     report = a.graph.with_suffix(".export.json")  # carries the training metrics to the re-export's report
     if report.exists() and "training" in (previous := json.loads(report.read_text())):
         (a.out.parent / "metrics.json").write_text(json.dumps(previous["training"], indent=1))
-    print(f"recovered {a.graph} -> {a.out}: largest logit difference {ckpt['recovered_from']['max_logit_difference']:.2e}")
+    difference = ckpt["recovered_from"]["max_logit_difference"]
+    print(f"recovered {a.graph} -> {a.out}: largest logit difference {difference:.2e}")
     return 0
 
 

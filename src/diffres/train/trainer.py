@@ -43,6 +43,7 @@ from diffres.contract import ModelInfo
 from .onnx_export import model_info
 
 ROOM_BANK = 64  # simulated rooms the reverberated versions are drawn from
+LONG_WINDOWS = 3  # a long keyword window is up to this many windows: clips up to 3 windows run whole
 
 
 def spec_augment(mel: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -249,7 +250,8 @@ class Run:
             mel, span = self.clips.pick(i, rng)
             if self.bg.sounds and rng.random() < t.context_probability:
                 mel, span = with_context(mel, span, self.bg.sounds, self.frames_per_s, rng)
-            length = int(rng.integers(frames, 2 * frames + 1)) if rng.random() < t.long_window_probability else frames
+            length = int(rng.integers(frames, LONG_WINDOWS * frames + 1)) if rng.random() < t.long_window_probability \
+                else frames
             mels.append(positive_window(mel, span, length, rng))
             ys.append(y)
         if self.background is not None:
@@ -355,6 +357,7 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig, command: str | None = None) -> d
     mined = mine_rounds(run, negatives.train)
     run.load_best()
     rule, choice = choose_rule(run, val_clips, negatives.val)
+    run.best["min_score"] = rule.min_score
     run.save(window_hop_s=rule.window_hop_s, event_windows=rule.event_windows)
     metrics = report(run, held, len(train_clips), len(synthetic), len(val_clips), negatives, mined, choice)
     metrics["wall_time_s"] = round(time.time() - start, 1)
@@ -383,11 +386,11 @@ def choose_rule(run: Run, val_clips: list[Clip], speech: list[str]) -> tuple[cal
     """The event rule chosen on validation recordings (calibrate.py), or half-window hops and one window."""
     t = run.tcfg
     if not t.event_hops or run.background is None or not speech:
-        return calibrate.EventRule(t.clip_seconds / 2, 1), {}
+        return calibrate.EventRule(t.clip_seconds / 2, 1, run.best["min_score"]), {}
     recordings = calibrate.validation_recordings([(c.path, run.labels[c.label]) for c in val_clips],
                                                  [Path(f) for f in speech], run.mcfg.frontend.sample_rate, t.seed)
     return calibrate.choose_event_rule(run.model, run.info(), recordings, tuple(t.event_hops), t.event_windows_max,
-                                       t.event_latency_s)
+                                       t.event_latency_s, t.event_false_alarms_per_hour)
 
 
 def report(run: Run, held: str | None, n_train: int, n_synthetic: int, n_val: int, negatives: NegativeFiles,
@@ -402,7 +405,8 @@ def report(run: Run, held: str | None, n_train: int, n_synthetic: int, n_val: in
         "n_train": n_train, "n_synthetic_positives": n_synthetic, "n_val": n_val, "val_accuracy": best["accuracy"],
         **{k: best[k] for k in ("balanced_accuracy", "target_accuracy", "background_false_accept") if k in best},
         "min_score": best["min_score"],
-        "event_rule": choice or {"chosen": {"window_hop_s": t.clip_seconds / 2, "event_windows": 1}},
+        "event_rule": choice or {"chosen": {"window_hop_s": t.clip_seconds / 2, "event_windows": 1,
+                                            "min_score": best["min_score"]}},
         "background": {"label": BACKGROUND_LABEL, "folders": list(t.negatives), "examples": run.bg.counts,
                        "background_holdout_speaker": negatives.holdout_speaker, "examples_per_epoch": run.n_bg,
                        "mix_probability": t.mix_probability, "mix_snr_db": list(t.mix_snr_db), "mining": mined}
