@@ -206,7 +206,7 @@ def markdown(r: dict) -> str:
     L += ["", "## 5. Service vs in-process (`make loadtest`)", ""]
     if lt.get("present"):
         L += [f"From `{lt['path']}` ({lt['date']}): 16 locust users posting real clips of mixed length (1-5 s, "
-              "10 % windowed 10-30 s recordings) against the same model in-process, timed by `runtime.clock` in "
+              "10 % windowed 10-30 s recordings) against the same model in-process, timed by `diffres.clock` in "
               "slices between the load rounds. See reports/LOADTEST.md.", "",
               "| | audio s/s |", "|---|---|",
               f"| service | {lt['service_audio_s_per_s']} |",

@@ -1,7 +1,7 @@
 """In-process reference: the same model file, session options, threads and concurrent calls as the
 service (server.loaded.call_layout), no HTTP.
 
-Two figures, timed by the one clock (runtime.clock) in one interleaved loop: the batched ceiling
+Two figures, timed by the one clock (diffres.clock) in one interleaved loop: the batched ceiling
 (batch 16 of 3 s clips in every concurrent call: what the hardware gives when every call is full
 and nothing is padded) and batch 1 (one 3 s clip per call: what a server that never batches could
 reach at best).

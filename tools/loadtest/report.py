@@ -143,7 +143,7 @@ def markdown(r: dict[str, Any]) -> str:
         "## Service vs in-process onnxruntime",
         "",
         "In-process (`tools/loadtest/inprocess.py`): the same model file, session options, threads and concurrent calls "
-        f"as the service ({layout}), timed by `runtime.clock` on 3 s clips at batch 16 in every call (the batched "
+        f"as the service ({layout}), timed by `diffres.clock` on 3 s clips at batch 16 in every call (the batched "
         "ceiling: full calls, no padding, no HTTP, no decoding) and at batch 1, interleaved. Reference slices "
         "alternate with the load rounds, so both see the same background load.",
         "",

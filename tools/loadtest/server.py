@@ -130,13 +130,13 @@ class Server:
     def metrics_by_process(self, tries: int = 60) -> list[str]:
         """/metrics of every server process: worker processes each answer for themselves, so scrape (a new
         connection each time, which the kernel hands to any worker) until every worker has answered; a
-        worker is told apart by its process_start_time_seconds."""
+        worker is told apart by its diffres_process_id."""
         workers = max(1, len(self.processes()) - 2) if len(self.processes()) > 1 else 1  # less the supervisor
         found: dict[str, str] = {}                                                        # and its resource tracker
         for _ in range(tries):
             text = get(f"{self.url}/metrics").decode()
-            start = next((line for line in text.splitlines() if line.startswith("process_start_time_seconds")), "")
-            found[start] = text
+            pid = next((line for line in text.splitlines() if line.startswith("diffres_process_id")), "")
+            found[pid] = text
             if len(found) >= workers:
                 break
         return list(found.values())

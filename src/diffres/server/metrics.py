@@ -8,6 +8,7 @@ per model and label. No `_created` series: they double every counter and histogr
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics,
@@ -81,6 +82,8 @@ class Metrics:
         self.events = Counter("diffres_events_total", "Events detected (uploads and streams), by model and label",
                               ["model", "label"], registry=r)
         ProcessCollector(registry=r)
+        Gauge("diffres_process_id", "This server process's id: with DIFFRES_WORKERS > 1 each worker process answers "
+              "/metrics for itself, and this tells them apart", registry=r).set(os.getpid())
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:
