@@ -31,7 +31,7 @@ TIMING = re.compile(r'("(?:decode|inference|total)": )[0-9.]+')
 
 def run(args: list[str], stdin: str | None = None) -> str:
     done = subprocess.run(args, cwd=ROOT, input=stdin, capture_output=True, text=True, timeout=300,
-                          env={"COLUMNS": "100", "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+                          env={"COLUMNS": "120", "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
     if done.returncode != 0:
         raise RuntimeError(f"{args[:3]} failed ({done.returncode}): {done.stderr[-2000:]}")
     return done.stdout
