@@ -271,3 +271,21 @@ def test_report_has_work_per_request_and_the_goals(tmp_path: Path) -> None:
     md = (tmp_path / "LOADTEST.md").read_text()
     assert "### Work per request" in md and "| short clips (1-5 s) only | 100 | 10.0 | 9.0 | 1.0 | 0.9 |" in md
     assert "## Goals: work per request" in md and "latency p50/p95/p99 1.0/2.0/3.0 ms" in md
+
+
+def test_two_worker_processes_serve_one_port(tmp_path: Path) -> None:
+    """A real `diffres serve` with DIFFRES_WORKERS=2: both processes answer on the one port (each tells its
+    process id on /metrics), classify like the single process, and refuse repository calls with the reason."""
+    import httpx
+
+    from tests.conftest import MODEL_DIR
+    from tools.loadtest.server import Server
+
+    require_model("keywords")
+    with Server({"DIFFRES_MODEL_DIR": str(MODEL_DIR), "DIFFRES_WORKERS": "2"}, tmp_path / "server.log") as server:
+        assert len(server.metrics_by_process()) == 2  # two distinct diffres_process_id values answered
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            answer = client.post("/v1/classify", files={"file": ("a.flac", (EXAMPLES / "alexa.flac").read_bytes())})
+            assert answer.status_code == 200 and answer.json()["predictions"][0]["label"] == "alexa"
+            refused = client.post("/v2/repository/models/keywords/load")
+            assert refused.status_code == 403 and "DIFFRES_WORKERS" in refused.json()["error"]
