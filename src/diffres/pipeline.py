@@ -267,11 +267,11 @@ class Pipeline:
     def classify(self, opened: Opened, runner: Runner, options: ClassifyOptions,
                  progress: Progress | None = None) -> ClassifyResult:
         """Decode, window, run and answer; closes `opened`."""
-        return drive(self.steps(opened, options, runner.slots, progress), runner)
+        return self.start(opened, options, runner.slots, progress).finish(runner)
 
     def steps(self, opened: Opened, options: ClassifyOptions, slots: int, progress: Progress | None = None) -> Steps:
         """The classification as a generator: yields the rows to run (at most `slots`), is sent their
-        outputs, returns the answer. `drive` runs one; several can share session calls. `progress` is
+        outputs, returns the answer. Several can share session calls. `progress` is
         called with the seconds decoded so far and the total the header promises (None: unknown)."""
         run = self.start(opened, options, slots, progress)
         try:
@@ -376,24 +376,24 @@ class Classification:
             self._closed = True
             self.opened.close()
 
+    def finish(self, runner: Runner, rows: list[np.ndarray] | None = None) -> ClassifyResult:
+        """The rest of it through `runner` (from `rows` already given by `rows()`, else the next ones), then
+        the answer; the decoder is closed whatever happens."""
+        try:
+            rows = self.rows() if rows is None else rows
+            while rows:
+                self.add(runner(rows, OUTPUTS))
+                rows = self.rows()
+            return self.result()
+        finally:
+            self.close()
+
     def result(self) -> ClassifyResult:
         """The answer (call it after `rows()` gave no rows)."""
         self.close()
         answer = self.answer
         return self.pipeline._result(self.opened.info, self.stream, self.reader, answer,
                                      self.events + answer.finish(), self.clock)
-
-
-def drive(steps: Steps, runner: Runner) -> ClassifyResult:
-    """Run a classification's steps with `runner`; the steps are closed (decoder too) whatever happens."""
-    try:
-        rows = next(steps)
-        while True:
-            rows = steps.send(runner(rows, OUTPUTS))
-    except StopIteration as done:
-        return done.value
-    finally:
-        steps.close()
 
 
 def _file_like(source: str | bytes | BinaryIO) -> str | BinaryIO:

@@ -8,7 +8,8 @@ test, parity and the comparison all use it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -95,14 +96,19 @@ class OnnxModel:
         return self.session.get_providers()
 
     def run_padded(self, waveform: np.ndarray, lengths: np.ndarray | None = None,
-                   outputs: Sequence[str] = DEFAULT_OUTPUTS) -> dict[str, np.ndarray]:
-        """One session call on an already padded batch; lengths absent: every row full length."""
+                   outputs: Sequence[str] = DEFAULT_OUTPUTS,
+                   on_cpu: Callable[[float], None] | None = None) -> dict[str, np.ndarray]:
+        """One session call on an already padded batch; lengths absent: every row full length. `on_cpu` is
+        given the session call's CPU seconds (the calling thread's: all of it with one intra-op thread)."""
         if lengths is None:
             lengths = np.full(waveform.shape[0], waveform.shape[1], dtype=np.int64)
         unknown = [o for o in outputs if o not in c.OUTPUTS]
         if unknown:
             raise ValueError(f"unknown outputs {unknown}; the contract has {list(c.OUTPUTS)}")
+        cpu = time.thread_time()
         values = self.session.run(list(outputs), {c.WAVEFORM: waveform, c.LENGTHS: lengths})
+        if on_cpu is not None:
+            on_cpu(time.thread_time() - cpu)
         result = dict(zip(outputs, values, strict=True))
         logits = result.get(c.LOGITS)
         if logits is not None and logits.shape[1] != len(self.info.labels):
@@ -111,17 +117,18 @@ class OnnxModel:
         return result
 
     def run(self, rows: Sequence[np.ndarray], outputs: Sequence[str] = DEFAULT_OUTPUTS,
-            pad_to: int = 0) -> list[RowOutput]:
+            pad_to: int = 0, on_cpu: Callable[[float], None] | None = None) -> list[RowOutput]:
         """Per-row outputs of one call on `rows` (1-D float32 arrays of any lengths).
 
         `pad_to` pads the batch to at least that many samples, so a caller can bound the set of
-        shapes onnxruntime sees (it keeps memory per shape); results do not depend on it.
+        shapes onnxruntime sees (it keeps memory per shape); results do not depend on it. `on_cpu`:
+        as in `run_padded`.
         """
         if not rows or any(np.ndim(r) != 1 for r in rows):
             raise ValueError("run() needs at least one row, each a 1-D array of samples")
         waveform, lengths = pad_rows(rows, pad_to)
         wanted = list(dict.fromkeys([*outputs, c.FRAMES_IN, c.FRAMES_OUT]))  # frames trim the rest
-        return split_rows(self.run_padded(waveform, lengths, wanted), lengths, self.info.backbone_hop)
+        return split_rows(self.run_padded(waveform, lengths, wanted, on_cpu), lengths, self.info.backbone_hop)
 
     def warm_up(self, samples: int, batch_sizes: Sequence[int] = (1,)) -> None:
         """First calls allocate arenas and pick kernels: pay that before taking traffic or timing."""

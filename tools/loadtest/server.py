@@ -98,13 +98,18 @@ class Server:
             try:
                 json.loads(get(f"{self.url}/readyz", timeout=2))
                 streak += 1
-                if streak >= 20 or len(self.processes()) <= 1:
+                if streak >= 20 or self.workers == 1:
                     return
                 time.sleep(0.05)
             except (urllib.error.URLError, OSError, ValueError):
                 streak = 0
                 time.sleep(0.5)
         raise TimeoutError(f"server not ready after {self.ready_timeout:.0f} s; see {self.log_path}")
+
+    @property
+    def workers(self) -> int:
+        """Server processes answering requests: DIFFRES_WORKERS as the server was started with it."""
+        return int(self.env.get("DIFFRES_WORKERS") or 1)
 
     def processes(self) -> list[int]:
         """The server's processes: the one started and any it started (uvicorn workers), by session id."""
@@ -131,13 +136,12 @@ class Server:
         """/metrics of every server process: worker processes each answer for themselves, so scrape (a new
         connection each time, which the kernel hands to any worker) until every worker has answered; a
         worker is told apart by its diffres_process_id."""
-        workers = max(1, len(self.processes()) - 2) if len(self.processes()) > 1 else 1  # less the supervisor
-        found: dict[str, str] = {}                                                        # and its resource tracker
+        found: dict[str, str] = {}
         for _ in range(tries):
             text = get(f"{self.url}/metrics").decode()
             pid = next((line for line in text.splitlines() if line.startswith("diffres_process_id")), "")
             found[pid] = text
-            if len(found) >= workers:
+            if len(found) >= self.workers:
                 break
         return list(found.values())
 

@@ -11,7 +11,6 @@ import ctypes
 import gc
 import logging
 import sys
-import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -19,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from diffres.contract import FRAMES_IN, FRAMES_OUT, ContractError
+from diffres.contract import ContractError
 from diffres.cpu import available_cpus
 from diffres.errors import DiffresError
 from diffres.pipeline import OUTPUTS, AudioSource, Classification, ClassifyOptions, Opened, Pipeline
-from diffres.runner import DEFAULT_OUTPUTS, OnnxModel, RowOutput, pad_rows, split_rows
+from diffres.runner import DEFAULT_OUTPUTS, OnnxModel, RowOutput
 from diffres.schemas import ClassifyResult
 from diffres.session import uses_gpu
 from diffres.windows import WindowPlan
@@ -198,7 +197,7 @@ class LoadedModel:
                 rows = run.rows()  # decodes nothing: the audio is over
             if rows:  # not decoded to its end: a longer file than its header said
                 runner = LeaseRunner(lease, asyncio.get_running_loop())
-                return await run_to_completion(_finish, run, rows, runner, on_cancel=runner.cancel)
+                return await run_to_completion(run.finish, runner, rows, on_cancel=runner.cancel)
             return run.result()
 
     async def _classify_long(self, opened: Opened, options: ClassifyOptions) -> ClassifyResult:
@@ -207,14 +206,9 @@ class LoadedModel:
             return await run_to_completion(self.pipeline.classify, opened, runner, options, on_cancel=runner.cancel)
 
     def run_batch(self, rows: list[np.ndarray], pad_to: int, outputs: Sequence[str]) -> list[RowOutput]:
-        """One session call (runs in the batcher thread): OnnxModel.run, with the session call's CPU time counted
-        (diffres_inference_cpu_seconds_total: what onnxruntime costs, against the process's CPU)."""
-        waveform, lengths = pad_rows(rows, pad_to)
-        wanted = list(dict.fromkeys([*outputs, FRAMES_IN, FRAMES_OUT]))  # frames trim the rest
-        cpu = time.thread_time()
-        out = self.model.run_padded(waveform, lengths, wanted)
-        self._inference_cpu.inc(time.thread_time() - cpu)
-        return split_rows(out, lengths, self.info.backbone_hop)
+        """One session call (runs in the batcher thread), its CPU time counted (diffres_inference_cpu_seconds_total:
+        what onnxruntime costs, against the process's CPU)."""
+        return self.model.run(rows, outputs, pad_to=pad_to, on_cpu=self._inference_cpu.inc)
 
     def probe(self) -> None:
         """One row of noise through the session as requests run it: the contract's outputs, finite, before
@@ -238,14 +232,6 @@ class LoadedModel:
         await self._idle.wait()
         await self.batcher.close()
         self.model.session = None  # type: ignore[assignment]  # nothing can call it now: its memory goes back
-
-
-def _finish(run: Classification, rows: list[np.ndarray], runner: LeaseRunner) -> ClassifyResult:
-    """The rest of a classification in a worker thread, from rows already decoded."""
-    while rows:
-        run.add(runner(rows, OUTPUTS))
-        rows = run.rows()
-    return run.result()
 
 
 def load_model(path: Path, settings: Settings, metrics: Metrics, name: str | None = None, version: int = 1,
