@@ -122,6 +122,21 @@ def test_manifest_matches_files(tiny: tuple[Path, Path]) -> None:
     assert clip.dtype == np.float32 and clip.ndim == 1 and len(clip) > 0
 
 
+def test_negatives_tell_near_misses_apart_for_the_event_rule(tiny: tuple[Path, Path]) -> None:
+    """A synth folder as negatives: its training split only, near-miss phrases known as such in both halves,
+    so the calibration can hold them to their own bound (diffres.train.calibrate)."""
+    from diffres.train.background import negative_files
+
+    out = tiny[0]
+    files = negative_files([str(out)], seed=0, holdout_speaker=None)
+    near = {str(f) for f in synth_files(out, "train", "near_miss")}
+    assert near and files.near_miss == near
+    assert sorted(files.train + files.val) == sorted({str(f) for k in ("negative", "near_miss")
+                                                      for f in synth_files(out, "train", k)})
+    assert set(files.val_speech) | set(files.val_near_miss) == set(files.val)
+    assert not set(files.val_speech) & near and set(files.val_near_miss) <= near
+
+
 def test_eval_voices_and_languages_never_in_train(tiny: tuple[Path, Path]) -> None:
     manifest = read_manifest(tiny[0])
     split = manifest["split"]

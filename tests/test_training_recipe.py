@@ -71,6 +71,7 @@ def test_the_recipe_trains_mines_chooses_an_event_rule_and_repeats_exactly(
         folders: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(calibrate, "SCENE_SECONDS", 10.0)
     monkeypatch.setattr(calibrate, "SPEECH_ALONE_MINUTES", 0.3)
+    monkeypatch.setattr(calibrate, "NEAR_MISS_ALONE_MINUTES", 0.3)
     data, negatives = folders
     assert train_main(recipe(data, negatives, tmp_path / "a")) == 0
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())

@@ -65,11 +65,24 @@ class Background:
 
 @dataclass
 class NegativeFiles:
-    """Files of the negatives folders for training and for validation, and the speaker held out (if any)."""
+    """Files of the negatives folders for training and for validation, and the speaker held out (if any).
+
+    `near_miss` names the files (of either split) that are near-miss phrases of a synth folder: the
+    event rule's calibration holds them to their own bound, apart from other speech."""
 
     train: list[str] = field(default_factory=list)
     val: list[str] = field(default_factory=list)
     holdout_speaker: str | None = None
+    near_miss: set[str] = field(default_factory=set)
+
+    @property
+    def val_speech(self) -> list[str]:
+        """Validation files that are not near-miss phrases."""
+        return [f for f in self.val if f not in self.near_miss]
+
+    @property
+    def val_near_miss(self) -> list[str]:
+        return [f for f in self.val if f in self.near_miss]
 
 
 def negative_files(folders: list[str], seed: int, holdout_speaker: str | None,
@@ -79,6 +92,10 @@ def negative_files(folders: list[str], seed: int, holdout_speaker: str | None,
     out = NegativeFiles()
     for folder in folders:
         files, synthetic = _folder_files(folder)
+        if synthetic:
+            from diffres.train.synth import synth_files
+
+            out.near_miss |= {str(f) for f in synth_files(folder, "train", "near_miss")}
         speakers = [SPEAKER_NAME.match(Path(f).stem) for f in files]
         if not synthetic and all(speakers):
             names = sorted({m.group("speaker") for m in speakers})

@@ -2,12 +2,15 @@
 
 The rule is min_score, window_hop_s and event_windows (diffres/events.py). Validation keyword clips
 are placed in recordings (diffres.train.scenes) among held-out speech, next to it, and in noise,
-plus recordings of held-out speech alone; the model runs them through the pipeline the service
-runs (TorchRunner), once per candidate hop, and every candidate rule replays those windows
-(event_eval). Kept: the best F1 among the rules whose false alarms on the speech alone stay within
-`false_alarms_per_hour` and whose expected delay from a word's end to its event (half a hop, plus
-the windows after the first) stays within `latency_s`; ties go to fewer false alarms, then to the
-coarser hop (less work). When no rule keeps the false alarms down, the one with the fewest wins.
+plus recordings of held-out speech alone and, when the negatives have them, of held-out near-miss
+phrases alone; the model runs them through the pipeline the service runs (TorchRunner), once per
+candidate hop, and every candidate rule replays those windows (event_eval). Kept: the best F1 among
+the rules whose false alarms on the speech alone stay within `false_alarms_per_hour` (near misses are
+kept apart: phrases made to sound like a keyword, counted as other speech, would set the threshold for
+all speech; they have their own bound, `near_miss_per_hour`, when one is given), and whose expected delay from a word's end to its
+event (half a hop, plus the windows after the first) stays within `latency_s`; ties go to fewer false
+alarms (near misses included), then to the coarser hop (less work). When no rule keeps the false
+alarms down, the one with the fewest wins.
 
 Without recordings (no negatives of speech), min_score is the lowest threshold (0.30, 0.35, ... 0.95)
 at which at most 1% of the background validation windows score that high on any keyword, and the
@@ -33,8 +36,10 @@ FALSE_ACCEPT_GOAL = 0.01
 THRESHOLDS = np.arange(0.3, 0.96, 0.05)
 RULE_THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98)
 SCENE_SECONDS = 60.0
-SPEECH_ALONE_MINUTES = 30.0
+SPEECH_ALONE_MINUTES = 60.0
+NEAR_MISS_ALONE_MINUTES = 20.0
 ALONE = "speech alone"
+NEAR_MISS_ALONE = "near misses alone"
 
 
 def choose_min_score(probs: torch.Tensor, y: torch.Tensor, background: int | None) -> float:
@@ -65,9 +70,10 @@ class EventRule:
         return self.window_hop_s / 2 + (self.event_windows - 1) * self.window_hop_s
 
 
-def validation_recordings(clips: list[tuple[str, str]], speech: list[Path], sr: int,
-                          seed: int) -> list[tuple[scenes.Scene, bool]]:
-    """Validation keywords among held-out speech (10 dB), next to it, and in noise (10 dB); speech alone."""
+def validation_recordings(clips: list[tuple[str, str]], speech: list[Path], sr: int, seed: int,
+                          near_miss: list[Path] | None = None) -> list[tuple[scenes.Scene, bool]]:
+    """Validation keywords among held-out speech (10 dB), next to it, and in noise (10 dB); speech alone;
+    near-miss phrases alone (when given)."""
     rng = np.random.default_rng(seed)
     keywords = [scenes.keyword(path, label, sr) for path, label in clips]
     built = [(s, False) for s in scenes.scenes(keywords, "speech", 10.0, SCENE_SECONDS, sr, rng, speech)]
@@ -75,12 +81,22 @@ def validation_recordings(clips: list[tuple[str, str]], speech: list[Path], sr: 
     built += [(s, False) for s in scenes.scenes(keywords, "noise", 10.0, SCENE_SECONDS, sr, rng, speech)]
     built += [(s, True) for s in scenes.background_only("speech", 10.0, SPEECH_ALONE_MINUTES, SCENE_SECONDS, sr,
                                                           rng, speech, name=ALONE)]
+    if near_miss:
+        built += [(s, True) for s in scenes.background_only("speech", 10.0, NEAR_MISS_ALONE_MINUTES, SCENE_SECONDS,
+                                                              sr, rng, near_miss, name=NEAR_MISS_ALONE)]
     return built
 
 
+def _per_hour(tally: event_eval.Tally | None) -> float | None:
+    """False alarms per hour of a keyword-free condition; None when it has no audio (or is absent)."""
+    if tally is None or tally.background_s <= 0:
+        return None
+    return tally.false_alarms / tally.background_s * 3600
+
+
 def choose_event_rule(model: Any, info: ModelInfo, recordings: list[tuple[scenes.Scene, bool]], hops: tuple[float, ...],
-                      max_windows: int, latency_s: float,
-                      false_alarms_per_hour: float) -> tuple[EventRule, dict[str, Any]]:
+                      max_windows: int, latency_s: float, false_alarms_per_hour: float,
+                      near_miss_per_hour: float | None = None) -> tuple[EventRule, dict[str, Any]]:
     """The best rule on the recordings (the module docstring says how), and every candidate's figures."""
     candidates: list[tuple[tuple[bool, float, int, float], EventRule, dict[str, Any]]] = []
     for hop in hops:
@@ -95,9 +111,11 @@ def choose_event_rule(model: Any, info: ModelInfo, recordings: list[tuple[scenes
                     continue
                 counts = event_eval.tally(classified, pipeline, ClassifyOptions(min_score=threshold),
                                           event_windows=windows)
-                total, alone = counts["all"], counts[ALONE]
-                per_hour = alone.false_alarms / alone.background_s * 3600 if alone.background_s > 0 else None
-                within = per_hour is not None and per_hour <= false_alarms_per_hour
+                total, per_hour = counts["all"], _per_hour(counts.get(ALONE))
+                near_per_hour = _per_hour(counts.get(NEAR_MISS_ALONE))
+                within = (per_hour is not None and per_hour <= false_alarms_per_hour
+                          and (near_miss_per_hour is None or near_per_hour is None
+                               or near_per_hour <= near_miss_per_hour))
                 figures = {"window_hop_s": hop, "event_windows": windows, "min_score": threshold,
                            "latency_s": round(rule.latency_s(), 3), **{name: t.summary() for name, t in counts.items()}}
                 candidates.append(((within, total.f1 if within else -total.false_alarms, -total.false_alarms, hop),
@@ -108,4 +126,5 @@ def choose_event_rule(model: Any, info: ModelInfo, recordings: list[tuple[scenes
     return best, {"chosen": {"window_hop_s": best.window_hop_s, "event_windows": best.event_windows,
                              "min_score": best.min_score},
                   "false_alarms_per_hour_goal": false_alarms_per_hour,
+                  "near_miss_false_alarms_per_hour_goal": near_miss_per_hour,
                   "candidates": [figures for _, _, figures in candidates]}

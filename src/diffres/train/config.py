@@ -100,6 +100,7 @@ class TrainConfig:
     event_windows_max: int = 3  # the most windows a label may be asked to hold
     event_latency_s: float = 0.75  # the rule's expected delay from a word's end to its event, at most
     event_false_alarms_per_hour: float = 2.0  # on held-out validation speech alone, at most (when a rule can)
+    event_near_miss_per_hour: float | None = None  # on held-out near-miss phrases alone, at most; None: no bound
 
     @property
     def with_background(self) -> bool:

@@ -14,7 +14,7 @@ from diffres.train.config import FrontendConfig, ModelConfig, TrainConfig
 RESOLUTIONS = ["diffres", "full", "avgpool", "avgmaxpool", "changehop"]
 # Options whose dataclass default (None) does not say their type.
 OPTION_TYPES = {"clip_seconds": float, "holdout_speaker": str, "background_holdout_speaker": str,
-                "synthetic_positives": str}
+                "synthetic_positives": str, "event_near_miss_per_hour": float}
 HELP = {
     "negatives": "folders of non-target audio (noise, music, other speech; a `python -m diffres.train.synth` "
                  "folder gives its training split) for a background label",
@@ -35,6 +35,8 @@ HELP = {
     "event_windows_max": "the most consecutive windows a label may be asked to hold",
     "event_latency_s": "the event rule's expected delay from a word's end to its event, at most",
     "event_false_alarms_per_hour": "the event rule's false alarms per hour on held-out validation speech, at most",
+    "event_near_miss_per_hour": "the event rule's false alarms per hour on held-out near-miss phrases (a synth "
+                                "folder's), at most (default: no bound; fewer break ties)",
 }
 
 

@@ -356,7 +356,7 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig, command: str | None = None) -> d
     run.fit(tcfg.epochs, tcfg.lr, tcfg.warmup_epochs, "train")
     mined = mine_rounds(run, negatives.train)
     run.load_best()
-    rule, choice = choose_rule(run, val_clips, negatives.val)
+    rule, choice = choose_rule(run, val_clips, negatives)
     run.best["min_score"] = rule.min_score
     run.save(window_hop_s=rule.window_hop_s, event_windows=rule.event_windows)
     metrics = report(run, held, len(train_clips), len(synthetic), len(val_clips), negatives, mined, choice)
@@ -382,15 +382,16 @@ def mine_rounds(run: Run, negatives: list[str]) -> list[dict]:
     return rounds
 
 
-def choose_rule(run: Run, val_clips: list[Clip], speech: list[str]) -> tuple[calibrate.EventRule, dict]:
+def choose_rule(run: Run, val_clips: list[Clip], negatives: NegativeFiles) -> tuple[calibrate.EventRule, dict]:
     """The event rule chosen on validation recordings (calibrate.py), or half-window hops and one window."""
-    t = run.tcfg
+    t, speech = run.tcfg, negatives.val_speech
     if not t.event_hops or run.background is None or not speech:
         return calibrate.EventRule(t.clip_seconds / 2, 1, run.best["min_score"]), {}
     recordings = calibrate.validation_recordings([(c.path, run.labels[c.label]) for c in val_clips],
-                                                 [Path(f) for f in speech], run.mcfg.frontend.sample_rate, t.seed)
+                                                 [Path(f) for f in speech], run.mcfg.frontend.sample_rate, t.seed,
+                                                 [Path(f) for f in negatives.val_near_miss])
     return calibrate.choose_event_rule(run.model, run.info(), recordings, tuple(t.event_hops), t.event_windows_max,
-                                       t.event_latency_s, t.event_false_alarms_per_hour)
+                                       t.event_latency_s, t.event_false_alarms_per_hour, t.event_near_miss_per_hour)
 
 
 def report(run: Run, held: str | None, n_train: int, n_synthetic: int, n_val: int, negatives: NegativeFiles,
