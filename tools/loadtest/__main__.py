@@ -301,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     result = write_reports(args, traffic[main_kind], slices, metrics, started,
                            {"cpus": os.cpu_count(), "load_avg_before": load_before, "load_avg_after": load_after,
                             "model": str(model_path), "model_version": reference.info.version,
-                            "model_sample_rate": reference.info.sample_rate},
+                            "model_sample_rate": reference.info.sample_rate,
+                            "model_window_s": reference.info.clip_seconds,
+                            "model_window_hop_s": reference.info.window_hop_s or reference.info.clip_seconds / 2},
                            traffic=traffic, profiles=profiles)
     total = traffic[main_kind]["total"]
     for kind in args.traffic:

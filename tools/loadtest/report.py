@@ -243,13 +243,17 @@ def _gap(r: dict[str, Any]) -> list[str]:
         return []
     first = (ip.get("slices") or [{}])[0]
     busy = first.get("concurrent_calls", 1) * first.get("intra_op_threads", 1)
+    m = r.get("machine", {})
+    plan = (f"a {m['model_window_s']} s window every {m['model_window_hop_s']} s, so each of their seconds runs "
+            f"about {round(m['model_window_s'] / m['model_window_hop_s'], 1):g} times" if m.get("model_window_hop_s")
+            else "so each of their seconds runs several times")
     return [
         "## Where the gap is",
         "",
         f"- Work done on purpose: onnxruntime ran on {sm['model_run_per_audio_s']} s of audio per uploaded "
         f"second ({sm['model_run_s']} s in all, {sm['model_padding_s']} s of it padding). Long files are cut "
-        "into windows that overlap (by default a window every half window, `DIFFRES_WINDOW_HOP_S`), so each "
-        "of their seconds runs about twice. Counted as onnxruntime sees it, the service ran "
+        f"into windows that overlap (the model's event rule, `DIFFRES_WINDOW_HOP_S`: {plan}). "
+        "Counted as onnxruntime sees it, the service ran "
         f"{r['model_run_audio_s_per_s']} audio s/s: **{r['model_run_ratio']} of the ceiling**.",
         f"- The rest is CPU spent outside onnxruntime: HTTP, multipart, decoding, the response, the event "
         f"loop and locust itself ({sm['client_cpu_s']} CPU s). The server classified {sm['audio_s_per_cpu_s']} "
