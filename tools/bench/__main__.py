@@ -36,16 +36,19 @@ LAYOUT_TIMED = (*PROFILED, "diffres-0.5", "diffres-0.75")
 ESTIMATOR_SIZES = ("32x3", "16x2", "1x0")
 
 
-def keywords_clip_seconds(default: float = 3.0) -> tuple[float, str]:
-    """The shipped keywords model's clip length (its windows in the service), when it exists."""
+def keywords_windows(default: float = 3.0) -> tuple[float, float, str]:
+    """The shipped keywords model's windows in the service (clip length, and its window overlap share from
+    its window_hop_s; half a window when it has none), when it exists."""
     path = MODELS_DIR / "keywords.onnx"
     try:
         import onnx
 
         meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        return float(meta["clip_seconds"]), f"{path.relative_to(ROOT)} metadata"
+        window_s = float(meta["clip_seconds"])
+        hop_s = float(meta.get("window_hop_s") or 0) or window_s / 2
+        return window_s, 1.0 - hop_s / window_s, f"{path.relative_to(ROOT)} metadata"
     except Exception:  # noqa: BLE001 - absent, unreadable or without the key: fall back to the default
-        return default, "default (models/keywords.onnx absent or without clip_seconds)"
+        return default, 0.5, "default (models/keywords.onnx absent or without clip_seconds)"
 
 
 def service_batch_size(default: int = 8) -> tuple[int, str]:
@@ -90,7 +93,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="length run windowed as the service does (default 3600; quick 60; 0 skips)")
     p.add_argument("--window-seconds", type=float, default=None,
                    help="window length (default: clip_seconds of models/keywords.onnx, else 3.0)")
-    p.add_argument("--overlap", type=float, default=0.5, help="window overlap share")
+    p.add_argument("--overlap", type=float, default=None,
+                   help="window overlap share (default: from models/keywords.onnx's window_hop_s, else 0.5)")
     p.add_argument("--window-batch", type=int, default=None,
                    help="windows per onnxruntime call (default: the service's batch_size, else 8)")
     p.add_argument("--memory-variants", nargs="*", default=None, choices=["no-mem-pattern", "no-arena"],
@@ -144,7 +148,13 @@ def run(a: argparse.Namespace, argv: list[str], models_dir: Path) -> dict:
     t_start = time.perf_counter()
     env = environment(ROOT)
     sr = KEYWORDS_FRONTEND.sample_rate
-    window_s, window_source = (a.window_seconds, "--window-seconds") if a.window_seconds else keywords_clip_seconds()
+    window_s, model_overlap, window_source = keywords_windows()
+    if a.window_seconds:
+        window_s, window_source = a.window_seconds, "--window-seconds"
+    if a.overlap is None:
+        a.overlap = model_overlap
+    else:
+        window_source += "; overlap from --overlap"
     window_batch, batch_source = (a.window_batch, "--window-batch") if a.window_batch else service_batch_size()
     command = "python -m tools.bench" + ("" if not argv else " " + shlex.join(argv))
     r: dict = {"command": command, "environment": env}

@@ -188,7 +188,8 @@ def markdown(r: dict) -> str:
                   "is the median model time per window (full batches) times the number of windows, over the audio "
                   "length; in brackets the wall-clock pass, cutting and stacking windows included; "
                   f"with overlap {w['overlap']:g} every audio-second is computed about {1 / (1 - w['overlap']):.1f} times. "
-                  f"Window length from {st.get('window_seconds_from', '?')}; batch from {st.get('window_batch_from', '?')}."]
+                  f"Window length and overlap from {st.get('window_seconds_from', '?')}; batch from "
+                  f"{st.get('window_batch_from', '?')}."]
         L += ["", "Peak RSS is `ru_maxrss` of the probe process (numpy + onnxruntime, no torch); the baseline is "
               f"its RSS after creating the session ({long['single_call'][0]['baseline_max_rss_mb']:.0f} MB). "
               "The single-call lengths are timed interleaved with a 10 s input in the same process, so the "

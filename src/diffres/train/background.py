@@ -68,7 +68,7 @@ class NegativeFiles:
     """Files of the negatives folders for training and for validation, and the speaker held out (if any).
 
     `near_miss` names the files (of either split) that are near-miss phrases of a synth folder: the
-    event rule's calibration holds them to their own bound, apart from other speech."""
+    event rule's calibration (calibrate.py) keeps them apart from other speech."""
 
     train: list[str] = field(default_factory=list)
     val: list[str] = field(default_factory=list)
@@ -82,6 +82,7 @@ class NegativeFiles:
 
     @property
     def val_near_miss(self) -> list[str]:
+        """Validation files that are near-miss phrases."""
         return [f for f in self.val if f in self.near_miss]
 
 

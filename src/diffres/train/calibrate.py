@@ -5,12 +5,12 @@ are placed in recordings (diffres.train.scenes) among held-out speech, next to i
 plus recordings of held-out speech alone and, when the negatives have them, of held-out near-miss
 phrases alone; the model runs them through the pipeline the service runs (TorchRunner), once per
 candidate hop, and every candidate rule replays those windows (event_eval). Kept: the best F1 among
-the rules whose false alarms on the speech alone stay within `false_alarms_per_hour` (near misses are
-kept apart: phrases made to sound like a keyword, counted as other speech, would set the threshold for
-all speech; they have their own bound, `near_miss_per_hour`, when one is given), and whose expected delay from a word's end to its
+the rules whose false alarms on the speech alone stay within `false_alarms_per_hour`, and on the near
+misses within `near_miss_per_hour` when one is given, and whose expected delay from a word's end to its
 event (half a hop, plus the windows after the first) stays within `latency_s`; ties go to fewer false
 alarms (near misses included), then to the coarser hop (less work). When no rule keeps the false
-alarms down, the one with the fewest wins.
+alarms down, the one with the fewest wins. Near misses are kept apart from the speech: phrases made
+to sound like a keyword, counted as other speech, would set the threshold for all speech.
 
 Without recordings (no negatives of speech), min_score is the lowest threshold (0.30, 0.35, ... 0.95)
 at which at most 1% of the background validation windows score that high on any keyword, and the
