@@ -92,3 +92,38 @@ def test_the_recipe_trains_mines_chooses_an_event_rule_and_repeats_exactly(
     assert run.returncode == 0, run.stderr[-2000:]
     again = torch.load(tmp_path / "b" / "best.pt", weights_only=False)
     assert all(torch.equal(ckpt["state_dict"][k], again["state_dict"][k]) for k in ckpt["state_dict"])
+
+
+def test_near_misses_are_held_to_their_own_bound_not_the_speech_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule choice with near-miss phrases (calibrate.choose_event_rule): they never count against the
+    speech bound; with a bound of their own they rule out a rule, without one they only break ties."""
+    from diffres.contract import ModelInfo
+    from diffres.train.event_eval import Tally
+    from diffres.train.scenes import Scene
+
+    # Two thresholds: 0.5 finds more keywords but fires on near misses 50 times an hour, 0.9 five times;
+    # neither fires on the speech alone. The model never runs: its windows and tallies are given.
+    figures = {0.5: (90, 50), 0.9: (60, 5)}  # threshold: (keywords found of 100, near-miss alarms in 1 h)
+
+    def tally(classified: object, pipeline: object, options: object, **_: object) -> dict[str, Tally]:
+        found, near = figures[options.min_score]  # type: ignore[attr-defined]
+        counts = {"keywords": Tally(tp=found, fn=100 - found), calibrate.ALONE: Tally(background_s=3600.0),
+                  calibrate.NEAR_MISS_ALONE: Tally(false_alarms=near, background_s=3600.0)}
+        return {**counts, "all": Tally(tp=found, fn=100 - found, false_alarms=near, background_s=7200.0)}
+
+    monkeypatch.setattr(calibrate, "RULE_THRESHOLDS", tuple(figures))
+    monkeypatch.setattr(calibrate.event_eval, "classify", lambda *_: [])
+    monkeypatch.setattr(calibrate.event_eval, "tally", tally)
+    info = ModelInfo(name="m", labels=("a", "_bg_"), sample_rate=16000, delta=0.5, hop_ms=10.0, win_ms=25.0,
+                     n_mels=4, clip_seconds=1.0, frontend="t", resolution="diffres", version="1",
+                     background_label="_bg_", min_score=0.5)
+    recordings = [(Scene("keywords", np.zeros(16000, np.float32)), False)]
+
+    def chosen(near_miss_per_hour: float | None) -> float:
+        rule, choice = calibrate.choose_event_rule(None, info, recordings, (0.5,), 1, 1.0, 2.0, near_miss_per_hour)
+        assert choice["near_miss_false_alarms_per_hour_goal"] == near_miss_per_hour
+        return rule.min_score
+
+    assert chosen(None) == 0.5  # the better F1: near misses do not count as other speech
+    assert chosen(10.0) == 0.9  # 50 an hour is over the bound, 5 is within
+    assert chosen(1.0) == 0.9  # no rule within: the fewest false alarms
