@@ -87,13 +87,6 @@ def validation_recordings(clips: list[tuple[str, str]], speech: list[Path], sr: 
     return built
 
 
-def _per_hour(tally: event_eval.Tally | None) -> float | None:
-    """False alarms per hour of a keyword-free condition; None when it has no audio (or is absent)."""
-    if tally is None or tally.background_s <= 0:
-        return None
-    return tally.false_alarms / tally.background_s * 3600
-
-
 def choose_event_rule(model: Any, info: ModelInfo, recordings: list[tuple[scenes.Scene, bool]], hops: tuple[float, ...],
                       max_windows: int, latency_s: float, false_alarms_per_hour: float,
                       near_miss_per_hour: float | None = None) -> tuple[EventRule, dict[str, Any]]:
@@ -111,8 +104,9 @@ def choose_event_rule(model: Any, info: ModelInfo, recordings: list[tuple[scenes
                     continue
                 counts = event_eval.tally(classified, pipeline, ClassifyOptions(min_score=threshold),
                                           event_windows=windows)
-                total, per_hour = counts["all"], _per_hour(counts.get(ALONE))
-                near_per_hour = _per_hour(counts.get(NEAR_MISS_ALONE))
+                total, per_hour = counts["all"], counts[ALONE].false_alarms_per_hour
+                near = counts.get(NEAR_MISS_ALONE)  # present when the negatives have near misses
+                near_per_hour = near.false_alarms_per_hour if near is not None else None
                 within = (per_hour is not None and per_hour <= false_alarms_per_hour
                           and (near_miss_per_hour is None or near_per_hour is None
                                or near_per_hour <= near_miss_per_hour))

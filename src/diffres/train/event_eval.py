@@ -89,13 +89,18 @@ class Tally:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     @property
+    def false_alarms_per_hour(self) -> float | None:
+        """False alarms per hour of keyword-free audio; None when there was none."""
+        return self.false_alarms / (self.background_s / 3600) if self.background_s > 0 else None
+
+    @property
     def f1(self) -> float:
         return 2 * self.tp / (2 * self.tp + self.fp + self.fn) if self.tp else 0.0
 
     def summary(self) -> dict[str, float | int | None]:
         precision = self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
         recall = self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
-        hours = self.background_s / 3600
+        per_hour = self.false_alarms_per_hour
 
         def median(values: list[float]) -> float | None:
             return round(float(np.median(values)), 3) if values else None
@@ -104,7 +109,7 @@ class Tally:
                 "background_s": round(self.background_s, 1), "precision": round(precision, 4),
                 "recall": round(recall, 4), "f1": round(self.f1, 4),
                 "onset_abs_err_median_s": median(self.onset_err), "offset_abs_err_median_s": median(self.offset_err),
-                "false_alarms_per_hour": round(self.false_alarms / hours, 2) if hours else None}
+                "false_alarms_per_hour": round(per_hour, 2) if per_hour is not None else None}
 
 
 Classified = list[tuple[Scene, list[WindowStep], bool]]  # a recording, its windows, whether keyword-free
