@@ -22,7 +22,7 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("onnx", reason="building the tiny contract-2 test model needs the onnx package")
+    pytest.importorskip("onnx", reason="building the tiny test model needs the onnx package")
     from tests.tiny_model import build
 
     folder = tmp_path_factory.mktemp("tiny")

@@ -197,3 +197,35 @@ def test_the_same_word_seen_again_within_the_join_gap_is_one_event() -> None:
     apart = [probs("a")] + [probs(None)] * 12 + [probs("a")]  # 0.6 s later: another word
     assert [e[0] for e in run(tracker(rules), apart)] == ["a", "a"]
     assert len(run(tracker(rules, join_gap_s=0.0), again)) == 2
+
+
+def test_the_onset_search_stops_at_max_word_s_so_speech_right_before_the_word_is_not_its_start() -> None:
+    """Other speech running straight into the word makes one salient stretch; the model's max_word_s (chosen
+    on validation data) bounds how far before the event's end (1.75 s) its onset may lie."""
+    rules = EventRules.for_model(info())
+    seq = [probs(None), probs(None), probs("a"), probs("a")]
+    flat = np.full(100, 0.5)
+    neighbour_into_word = [flat, flat, bump(100, 10, 70), flat]
+
+    def onset(max_word_s: float) -> float:
+        t = tracker(rules, hop=500, hold=2, max_gap_s=0.0, max_word_s=max_word_s)
+        return run(t, seq, 1000, 500, neighbour_into_word)[0][1]
+
+    assert onset(1.5) == 1.1  # the neighbour's start
+    assert onset(0.6) == 1.15  # no further back than 0.6 s before the end
+
+
+def test_every_door_takes_the_onset_search_from_the_models_metadata() -> None:
+    from dataclasses import replace
+
+    from diffres.pipeline import Answer, ClassifyOptions, Pipeline
+    from diffres.windows import WindowPlan
+
+    model = replace(info(), window_hop_s=0.05, max_word_s=0.07)
+    model.check()
+    assert ModelInfo.from_metadata("m", model.to_metadata()).max_word_s == 0.07
+    plan = WindowPlan.for_model(model)
+    assert Answer(model, plan, ClassifyOptions()).tracker.max_word == 70  # samples at 1 kHz
+    assert Pipeline(model, plan).describe().max_word_s == 0.07
+    with pytest.raises(ValueError, match="max_word_s"):
+        replace(model, max_word_s=0.0).check()

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from diffres.contract import (
+    CONTRACT_VERSION,
     INPUTS,
     LOGITS,
+    MAX_WORD_S,
     METADATA_KEYS,
     OUTPUTS,
     ContractError,
@@ -96,6 +98,24 @@ def test_recovered_checkpoint_reproduces_the_graph(exported) -> None:
         torch.testing.assert_close(rebuilt(x, lengths)[0], model(x, lengths)[0], rtol=1e-4, atol=1e-4)
 
 
+def test_a_graph_of_contract_3_is_recovered_with_the_onset_search_it_was_served_with(exported, tmp_path) -> None:
+    """Contract 3 had no max_word_s: such a graph recovers with the default it was served with, so a re-export
+    (contract 4) answers as the old graph did."""
+    from diffres.train.recover import recover
+
+    _, path = exported
+    proto = onnx.load(path)
+    meta = {p.key: p.value for p in proto.metadata_props if p.key != "max_word_s"}
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {**meta, "contract": "3"})
+    old = tmp_path / "old.onnx"
+    onnx.save(proto, str(old))
+    with pytest.raises(ContractError, match="max_word_s"):
+        ModelInfo.from_metadata("old", {**meta, "contract": CONTRACT_VERSION})
+    _, ckpt = recover(old)
+    assert ckpt["max_word_s"] == MAX_WORD_S
+
+
 def test_graph_is_valid_with_symbolic_axes(exported) -> None:
     _, path = exported
     proto = onnx.load(path)
@@ -115,7 +135,7 @@ def test_metadata_is_parsed_strictly(exported) -> None:
     _, path = exported
     meta = dict(make_session(path).get_modelmeta().custom_metadata_map)
     ModelInfo.from_metadata("m", meta)
-    for key in ("labels", "delta", "hop_ms", "contract"):
+    for key in ("labels", "delta", "hop_ms", "contract", "max_word_s"):
         broken = {k: v for k, v in meta.items() if k != key}
         with pytest.raises(ContractError, match=key):
             ModelInfo.from_metadata("m", broken)

@@ -1,6 +1,6 @@
 """/v1/stream end to end: a real uvicorn server on 127.0.0.1, a real WebSocket client, real onnxruntime.
 
-The tiny contract-2 model with a background label (tests/tiny_model.py) makes events from loud
+The tiny model with a background label (tests/tiny_model.py) makes events from loud
 bursts in silence, so every protocol path runs without shipped models; the keywords model on real
 clips checks that 100 ms chunks give the events an upload of the same recording gives.
 """

@@ -83,6 +83,8 @@ def test_the_recipe_trains_mines_chooses_an_event_rule_and_repeats_exactly(
     assert all(c["latency_s"] <= 0.5 for c in candidates) and {c["window_hop_s"] for c in candidates} == {0.15, 0.3}
     ckpt = torch.load(tmp_path / "a" / "best.pt", weights_only=False)
     assert (ckpt["window_hop_s"], ckpt["event_windows"]) == (chosen["window_hop_s"], chosen["event_windows"])
+    assert ckpt["max_word_s"] == chosen["max_word_s"] and chosen["max_word_s"] in calibrate.MAX_WORD_CANDIDATES
+    assert set(metrics["event_rule"]["max_word_s_f1"]) == {f"{w:g}" for w in calibrate.MAX_WORD_CANDIDATES}
     # The same command in another process (another hash seed, a fresh import of everything): the same model.
     script = ("import sys; from diffres.train import calibrate; calibrate.SCENE_SECONDS = 10.0; "
               "calibrate.SPEECH_ALONE_MINUTES = 0.3; from diffres.train.trainer import main; "
@@ -127,3 +129,28 @@ def test_near_misses_are_held_to_their_own_bound_not_the_speech_one(monkeypatch:
     assert chosen(None) == 0.5  # the better F1: near misses do not count as other speech
     assert chosen(10.0) == 0.9  # 50 an hour is over the bound, 5 is within
     assert chosen(1.0) == 0.9  # no rule within: the fewest false alarms
+
+
+def test_the_onset_search_is_the_one_with_the_best_f1_for_the_kept_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """calibrate.choose_event_rule, then its max_word_s: scored on the kept rule's windows (ties: the longer)."""
+    from diffres.contract import ModelInfo
+    from diffres.train.event_eval import Tally
+    from diffres.train.scenes import Scene
+
+    found = {0.6: 70, 0.8: 85, 1.0: 85, 1.2: 80, 1.5: 75}  # keywords found of 100, by max_word_s
+
+    def tally(classified: object, pipeline: object, options: object, **_: object) -> dict[str, Tally]:
+        hits = found[pipeline.plan.max_word_s]  # type: ignore[attr-defined]
+        return {"keywords": Tally(tp=hits, fn=100 - hits), calibrate.ALONE: Tally(background_s=3600.0),
+                "all": Tally(tp=hits, fn=100 - hits, background_s=3600.0)}
+
+    monkeypatch.setattr(calibrate, "RULE_THRESHOLDS", (0.8,))
+    monkeypatch.setattr(calibrate.event_eval, "classify", lambda *_: [])
+    monkeypatch.setattr(calibrate.event_eval, "tally", tally)
+    info = ModelInfo(name="m", labels=("a", "_bg_"), sample_rate=16000, delta=0.5, hop_ms=10.0, win_ms=25.0,
+                     n_mels=4, clip_seconds=1.0, frontend="t", resolution="diffres", version="1",
+                     background_label="_bg_", min_score=0.5)
+    recordings = [(Scene("keywords", np.zeros(16000, np.float32)), False)]
+    rule, choice = calibrate.choose_event_rule(None, info, recordings, (0.5,), 1, 1.0, 2.0)
+    assert (rule.min_score, rule.max_word_s) == (0.8, 1.0)  # 0.8 and 1.0 tie: the longer
+    assert choice["chosen"]["max_word_s"] == 1.0 and choice["max_word_s_f1"]["0.6"] == round(140 / 170, 4)

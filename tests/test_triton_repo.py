@@ -83,7 +83,7 @@ def test_repository_for_the_shipped_models(tmp_path: Path) -> None:
 
 
 def test_repository_for_a_tiny_contract_model(tmp_path: Path) -> None:
-    """Runs without shipped models: a contract-2 graph built in the test."""
+    """Runs without shipped models: a graph of the contract built in the test."""
     source = build_tiny(tmp_path / "models" / "tiny.onnx")
     folder = triton.write_model(source, tmp_path / "repo", max_batch_size=4, queue_delay_us=100)
     check_folder(folder, source, max_batch_size=4)

@@ -1,4 +1,4 @@
-"""A tiny contract-2 ONNX model built with onnx.helper (no torch), for runtime and batching tests.
+"""A tiny ONNX model of the current contract, built with onnx.helper (no torch), for runtime and batching tests.
 
 It follows the contract exactly: rows padded to the longest with `lengths` give what each row gives
 alone. Its logits depend on the row's content (mean, mean square, peak of the valid samples), so a
@@ -20,6 +20,7 @@ from diffres.contract import (
     LENGTHS,
     LOGITS,
     LOGMEL,
+    MAX_WORD_S,
     WAVEFORM,
 )
 
@@ -34,7 +35,8 @@ BACKGROUND_W, BACKGROUND_B = [0.0, 0.0, -20.0], 3.0
 
 
 def build(path: Path, *, clip_seconds: float = 0.5, name_version: str = "tiny-1", background: bool = False,
-          min_score: float = 0.5, window_hop_s: float | None = None, event_windows: int = 1) -> Path:
+          min_score: float = 0.5, window_hop_s: float | None = None, event_windows: int = 1,
+          max_word_s: float = MAX_WORD_S) -> Path:
     """Write the model to `path` and return it; `background` adds a background label (last); the event rule
     defaults to half-window hops and one window."""
     import onnx
@@ -77,7 +79,7 @@ def build(path: Path, *, clip_seconds: float = 0.5, name_version: str = "tiny-1"
     ]
     f32, i64 = TensorProto.FLOAT, TensorProto.INT64
     graph = helper.make_graph(
-        nodes, "tiny_contract2",
+        nodes, "tiny_contract",
         [helper.make_tensor_value_info(WAVEFORM, f32, ["batch", "samples"]),
          helper.make_tensor_value_info(LENGTHS, i64, ["batch"])],
         [helper.make_tensor_value_info(LOGITS, f32, ["batch", len(labels)]),
@@ -92,7 +94,8 @@ def build(path: Path, *, clip_seconds: float = 0.5, name_version: str = "tiny-1"
             "delta": str(DELTA), "hop_ms": str(HOP_MS), "win_ms": "25.0", "n_mels": str(N_MELS),
             "clip_seconds": str(clip_seconds), "frontend": "tiny", "resolution": "diffres", "version": name_version,
             "background_label": BACKGROUND if background else "", "min_score": str(min_score),
-            "window_hop_s": str(window_hop_s or clip_seconds / 2), "event_windows": str(event_windows)}
+            "window_hop_s": str(window_hop_s or clip_seconds / 2), "event_windows": str(event_windows),
+            "max_word_s": str(max_word_s)}
     helper.set_model_props(model, meta)
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 Standard library only: the model (torch), the exporter and the torch-free runtime all import it,
 so a shape rule written here is the one every side uses.
 
-Graph (contract version 3; version 2 lacked the event rule's metadata, window_hop_s and event_windows):
+Graph (contract version 4; version 3 lacked max_word_s, version 2 also window_hop_s and event_windows):
   inputs   waveform   float32 [batch, samples]  rows zero-padded to the longest
            lengths    int64   [batch]           valid samples per row (row i runs as if alone)
   outputs  logits     float32 [batch, classes]
@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-CONTRACT_VERSION = "3"
+CONTRACT_VERSION = "4"
 
 WAVEFORM = "waveform"
 LENGTHS = "lengths"
@@ -41,11 +41,15 @@ RESOLUTIONS = ("diffres", "full", "avgpool", "avgmaxpool", "changehop")
 # Metadata the exporter always writes; a model without one of them is refused, never given defaults.
 # background_label: the label meaning "no target sound" ("" when the model has none); min_score: the
 # default event threshold; window_hop_s: how far apart long audio's windows start; event_windows: how
-# many consecutive windows a label must hold to be an event. The last three are chosen on validation
-# data at training time (diffres/events.py says how they are used).
+# many consecutive windows a label must hold to be an event; max_word_s: how far before an event's end
+# its onset is searched (the longest word expected). The last four are chosen on validation data at
+# training time (diffres/events.py says how they are used).
 METADATA_KEYS = ("contract", "labels", "sample_rate", "delta", "hop_ms", "win_ms", "n_mels",
                  "clip_seconds", "frontend", "resolution", "version", "background_label", "min_score",
-                 "window_hop_s", "event_windows")
+                 "window_hop_s", "event_windows", "max_word_s")
+
+# The event rule's onset search when training chose none (a model calibrated without recordings).
+MAX_WORD_S = 1.5
 
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 768_000
@@ -102,6 +106,7 @@ class ModelInfo:
     min_score: float = 0.5
     window_hop_s: float = 0.0  # 0: half the window (clip_seconds / 2)
     event_windows: int = 1
+    max_word_s: float = MAX_WORD_S
 
     @property
     def background_index(self) -> int | None:
@@ -137,7 +142,8 @@ class ModelInfo:
                                 f"(re-export it with `diffres export`)")
         if meta["contract"] != CONTRACT_VERSION:
             raise ContractError(f"model '{name}': contract version {meta['contract']!r}, this runtime "
-                                f"serves {CONTRACT_VERSION!r} (re-export it with `diffres export`)")
+                                f"serves {CONTRACT_VERSION!r} (re-export it with `diffres export`; without its "
+                                "checkpoint, `python -m diffres.train.recover` rebuilds one from the graph)")
         try:
             labels = json.loads(meta["labels"])
             info = cls(name=name, labels=tuple(labels), sample_rate=int(meta["sample_rate"]),
@@ -145,7 +151,8 @@ class ModelInfo:
                        n_mels=int(meta["n_mels"]), clip_seconds=float(meta["clip_seconds"]),
                        frontend=meta["frontend"], resolution=meta["resolution"], version=meta["version"],
                        background_label=meta["background_label"], min_score=float(meta["min_score"]),
-                       window_hop_s=float(meta["window_hop_s"]), event_windows=int(meta["event_windows"]))
+                       window_hop_s=float(meta["window_hop_s"]), event_windows=int(meta["event_windows"]),
+                       max_word_s=float(meta["max_word_s"]))
         except (TypeError, ValueError) as exc:
             raise ContractError(f"model '{name}': malformed metadata: {exc}") from exc
         info.check()
@@ -181,6 +188,8 @@ class ModelInfo:
             fail(f"window_hop_s {self.window_hop_s} outside (0, clip_seconds]")
         if self.event_windows < 1:
             fail(f"event_windows {self.event_windows} < 1")
+        if not (math.isfinite(self.max_word_s) and self.max_word_s > 0):
+            fail(f"max_word_s must be a positive number, got {self.max_word_s}")
 
     def to_metadata(self) -> dict[str, str]:
         """The metadata_props the exporter writes (inverse of from_metadata)."""
@@ -189,4 +198,5 @@ class ModelInfo:
                 "win_ms": str(self.win_ms), "n_mels": str(self.n_mels), "clip_seconds": str(self.clip_seconds),
                 "frontend": self.frontend, "resolution": self.resolution, "version": self.version,
                 "background_label": self.background_label, "min_score": str(self.min_score),
-                "window_hop_s": str(self.window_hop_s), "event_windows": str(self.event_windows)}
+                "window_hop_s": str(self.window_hop_s), "event_windows": str(self.event_windows),
+                "max_word_s": str(self.max_word_s)}

@@ -24,8 +24,9 @@ Rules
   Its onset is where the word's sound begins: on the run's first window, the last salient stretch
   reaching that end (`locate_last`) of the DiffRes importance curve (1 on the frames DiffRes keeps
   at full resolution), or of the log-mel energy when importance is flat (spread under
-  IMPORTANCE_CONTRAST), searched back at most `max_word_s`; on flat curves, `max_word_s` before the
-  end. A run that starts on the audio's first window has no window before it to bound its end: both
+  IMPORTANCE_CONTRAST), searched back at most `max_word_s` (the model's, chosen on validation data:
+  the longest word it expects, so speech just before the word is not taken for its start); on flat
+  curves, `max_word_s` before the end. A run that starts on the audio's first window has no window before it to bound its end: both
   bounds are the most salient stretch of its curve (`locate`), else the window's bounds.
   tools/bench/events.py measures each choice.
 - Memory: a run keeps one window's curves, so an endless stream never grows.
@@ -40,14 +41,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from diffres.contract import ModelInfo
+from diffres.contract import MAX_WORD_S, ModelInfo
 from diffres.errors import InvalidParameters
 from diffres.schemas import Event
 
 IMPORTANCE_CONTRAST = 0.15  # importance is 0-1: less spread than this says nothing
 ENERGY_CONTRAST_DB = 6.0
 JOIN_GAP_S = 0.5  # same-label events closer than this are one (nobody repeats a word within half a second)
-MAX_WORD_S = 1.5  # an onset is searched at most this far before the event's end
 MAX_GAP_S = 0.3  # quieter stretches inside a word up to this long do not split it
 
 

@@ -102,7 +102,8 @@ class Answer:
                  keep_segments: bool = True) -> None:
         self.info, self.plan, self.options = info, plan, options
         self.tracker = EventTracker(options.event_rules(info), sample_rate=info.sample_rate,
-                                    frame_hop=plan.frame_hop, hop=plan.hop, hold=plan.event_windows)
+                                    frame_hop=plan.frame_hop, hop=plan.hop, hold=plan.event_windows,
+                                    max_word_s=plan.max_word_s)
         self.windows = 0
         self.frames_in = 0
         self.frames_out = 0
@@ -248,7 +249,7 @@ class Pipeline:
             clip_seconds=i.clip_seconds, hop_ms=i.hop_ms, win_ms=i.win_ms, n_mels=i.n_mels, frontend=i.frontend,
             resolution=i.resolution, default=default, window_s=plan.window / sr, window_hop_s=plan.hop / sr,
             long_audio_s=plan.long_threshold / sr, background_label=i.background_label, min_score=i.min_score,
-            event_windows=plan.event_windows)
+            event_windows=plan.event_windows, max_word_s=plan.max_word_s)
 
     def open(self, source: AudioSource, sample_rate: int | None = None, *, started: float | None = None) -> Opened:
         """Open and check the header (rate, length) before any decoding; numpy samples need `sample_rate`."""

@@ -70,7 +70,7 @@ def split_rows(out: Mapping[str, np.ndarray], lengths: np.ndarray, backbone_hop:
 
 
 class OnnxModel:
-    """A contract-2 session and its metadata; `run` pads, calls once and splits per row."""
+    """A session of a contract model and its metadata; `run` pads, calls once and splits per row."""
 
     def __init__(self, session: ort.InferenceSession, name: str) -> None:
         check_io(session, name)

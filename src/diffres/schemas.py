@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
+from diffres.contract import MAX_WORD_S
+
 SCORE_DECIMALS, SECONDS_DECIMALS, DURATION_DECIMALS, SHARE_DECIMALS = 6, 3, 6, 4
 
 
@@ -200,6 +202,8 @@ class ModelDescription(BaseModel):
     min_score: float = Field(0.5, description="Default event threshold, chosen on validation data at training time")
     event_windows: int = Field(1, description="Consecutive windows (window_hop_s apart) a label must hold to make "
                                               "an event, chosen on validation data at training time")
+    max_word_s: float = Field(MAX_WORD_S, description="An event's onset is searched at most this far before its end (the "
+                                               "longest word expected), chosen on validation data at training time")
     repository_version: int = Field(1, description="The repository version described (the one requests without "
                                                    "a version get: the highest ready one)")
     versions: list[VersionState] = Field(default_factory=list, description="Every version of the model in the "

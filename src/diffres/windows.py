@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from diffres.contract import ModelInfo
+from diffres.contract import MAX_WORD_S, ModelInfo
 from diffres.decode import AudioStream
 
 Cut = tuple[int, np.ndarray]  # a window: its start (model-rate samples) and its samples
@@ -31,13 +31,15 @@ class WindowPlan:
     frame_hop: int  # samples per spectrogram frame (importance grid)
     min_duration_s: float
     event_windows: int = 1  # consecutive windows a label must hold to make an event (diffres/events.py)
+    max_word_s: float = MAX_WORD_S  # an event's onset is searched at most this far before its end (same)
 
     @classmethod
     def for_model(cls, info: ModelInfo, *, window_s: float | None = None, window_hop_s: float | None = None,
                   long_audio_s: float | None = None, min_duration_s: float | None = None,
                   event_windows: int | None = None) -> WindowPlan:
-        """Unset sizes follow the model: window = clip_seconds, hop and event windows as chosen on validation
-        (window_hop_s, event_windows), long = 3 clips, shortest audio = one analysis window."""
+        """Unset sizes follow the model: window = clip_seconds, hop, event windows and onset search as chosen on
+        validation (window_hop_s, event_windows, max_word_s), long = 3 clips, shortest audio = one analysis
+        window."""
         sr, frame_hop = info.sample_rate, info.hop
         window_s = window_s or info.clip_seconds
         window = max(frame_hop, round(window_s * sr))
@@ -47,7 +49,8 @@ class WindowPlan:
         long_s = long_audio_s or LONG_AUDIO_CLIPS * info.clip_seconds
         min_s = min_duration_s if min_duration_s is not None else info.win_ms / 1000
         return cls(window=window, hop=hop, long_threshold=max(window, round(long_s * sr)),
-                   frame_hop=frame_hop, min_duration_s=min_s, event_windows=event_windows or info.event_windows)
+                   frame_hop=frame_hop, min_duration_s=min_s, event_windows=event_windows or info.event_windows,
+                   max_word_s=info.max_word_s)
 
     def is_long(self, samples: int) -> bool:
         return samples > self.long_threshold

@@ -1,6 +1,6 @@
 """What training chooses on validation data and the exported model carries: the event rule.
 
-The rule is min_score, window_hop_s and event_windows (diffres/events.py). Validation keyword clips
+The rule is min_score, window_hop_s, event_windows and max_word_s (diffres/events.py). Validation keyword clips
 are placed in recordings (diffres.train.scenes) among held-out speech, next to it, and in noise,
 plus recordings of held-out speech alone and, when the negatives have them, of held-out near-miss
 phrases alone; the model runs them through the pipeline the service runs (TorchRunner), once per
@@ -10,11 +10,14 @@ misses within `near_miss_per_hour` when one is given, and whose expected delay f
 event (half a hop, plus the windows after the first) stays within `latency_s`; ties go to fewer false
 alarms (near misses included), then to the coarser hop (less work). When no rule keeps the false
 alarms down, the one with the fewest wins. Near misses are kept apart from the speech: phrases made
-to sound like a keyword, counted as other speech, would set the threshold for all speech.
+to sound like a keyword, counted as other speech, would set the threshold for all speech. Then the
+kept rule's onset search, max_word_s: the one of MAX_WORD_CANDIDATES with the best F1 on the same
+windows (ties: the longer). Too long and an onset slides onto speech just before the word; too short
+and it cuts the word; a match needs the onset within the scoring collar, so F1 measures both.
 
 Without recordings (no negatives of speech), min_score is the lowest threshold (0.30, 0.35, ... 0.95)
 at which at most 1% of the background validation windows score that high on any keyword, and the
-rule is half-window hops and one window.
+rule is half-window hops, one window and the default onset search (contract.MAX_WORD_S).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from diffres.contract import ModelInfo
+from diffres.contract import MAX_WORD_S, ModelInfo
 from diffres.pipeline import ClassifyOptions, Pipeline
 from diffres.train import event_eval, scenes
 from diffres.train.requires import torch  # the `train` extra, or an error naming it
@@ -35,6 +38,7 @@ from diffres.windows import WindowPlan
 FALSE_ACCEPT_GOAL = 0.01
 THRESHOLDS = np.arange(0.3, 0.96, 0.05)
 RULE_THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98)
+MAX_WORD_CANDIDATES = (0.6, 0.8, 1.0, 1.2, MAX_WORD_S)  # seconds
 SCENE_SECONDS = 60.0
 SPEECH_ALONE_MINUTES = 60.0
 NEAR_MISS_ALONE_MINUTES = 20.0
@@ -64,6 +68,7 @@ class EventRule:
     window_hop_s: float
     event_windows: int
     min_score: float
+    max_word_s: float = MAX_WORD_S
 
     def latency_s(self) -> float:
         """Expected delay from a word's end to its event: half a hop, then the windows after the first."""
@@ -92,6 +97,7 @@ def choose_event_rule(model: Any, info: ModelInfo, recordings: list[tuple[scenes
                       near_miss_per_hour: float | None = None) -> tuple[EventRule, dict[str, Any]]:
     """The best rule on the recordings (the module docstring says how), and every candidate's figures."""
     candidates: list[tuple[tuple[bool, float, int, float], EventRule, dict[str, Any]]] = []
+    searches: dict[float, dict[float, float]] = {}  # per hop: its best rule's F1 at each max_word_s
     for hop in hops:
         hop_info = replace(info, window_hop_s=hop, event_windows=1)
         pipeline = Pipeline(hop_info, WindowPlan.for_model(hop_info))
@@ -114,11 +120,28 @@ def choose_event_rule(model: Any, info: ModelInfo, recordings: list[tuple[scenes
                            "latency_s": round(rule.latency_s(), 3), **{name: t.summary() for name, t in counts.items()}}
                 candidates.append(((within, total.f1 if within else -total.false_alarms, -total.false_alarms, hop),
                                    rule, figures))
+        of_hop = [c for c in candidates if c[1].window_hop_s == hop]
+        if of_hop:
+            searches[hop] = onset_searches(classified, pipeline, max(of_hop, key=lambda c: c[0])[1])
     if not candidates:
         raise ValueError(f"no event rule of hops {hops} meets the {latency_s} s latency")
     _, best, _ = max(candidates, key=lambda c: c[0])
+    f1_by_word = searches[best.window_hop_s]
+    best = replace(best, max_word_s=max(f1_by_word, key=lambda w: (f1_by_word[w], w)))
     return best, {"chosen": {"window_hop_s": best.window_hop_s, "event_windows": best.event_windows,
-                             "min_score": best.min_score},
+                             "min_score": best.min_score, "max_word_s": best.max_word_s},
                   "false_alarms_per_hour_goal": false_alarms_per_hour,
                   "near_miss_false_alarms_per_hour_goal": near_miss_per_hour,
+                  "max_word_s_f1": {f"{w:g}": round(f1, 4) for w, f1 in f1_by_word.items()},
                   "candidates": [figures for _, _, figures in candidates]}
+
+
+def onset_searches(classified: event_eval.Classified, pipeline: Pipeline, rule: EventRule) -> dict[float, float]:
+    """F1 of `rule` with each of MAX_WORD_CANDIDATES as its onset search, on the same windows."""
+    f1 = {}
+    for max_word_s in MAX_WORD_CANDIDATES:
+        searched = Pipeline(pipeline.info, replace(pipeline.plan, max_word_s=max_word_s))
+        counts = event_eval.tally(classified, searched, ClassifyOptions(min_score=rule.min_score),
+                                  event_windows=rule.event_windows)
+        f1[max_word_s] = counts["all"].f1
+    return f1

@@ -13,7 +13,7 @@ import torch
 from torch.export import Dim
 
 from diffres.train.classifier import AudioClassifier
-from diffres.contract import INPUTS, OUTPUTS, ModelInfo
+from diffres.contract import INPUTS, MAX_WORD_S, OUTPUTS, ModelInfo
 
 OPSET = 18
 EXAMPLE_SECONDS = 3.01  # the one length traced at export; parity is checked at others
@@ -28,29 +28,34 @@ def package_version() -> str:
 
 def model_info(model: AudioClassifier, labels: list[str], clip_seconds: float, name: str = "",
                background_label: str = "", min_score: float = 0.5, window_hop_s: float | None = None,
-               event_windows: int = 1) -> ModelInfo:
-    """Everything a runtime needs to feed the model and name its outputs (the contract's metadata)."""
+               event_windows: int = 1, max_word_s: float = MAX_WORD_S) -> ModelInfo:
+    """Everything a runtime needs to feed the model and name its outputs (the contract's metadata).
+
+    The version's digest covers the weights and the event rule: both decide what the model answers."""
     cfg = model.cfg
+    window_hop_s = window_hop_s or clip_seconds / 2
     digest = hashlib.sha256()
     for key, tensor in sorted(model.state_dict().items()):
         digest.update(key.encode())
         digest.update(tensor.numpy().tobytes())
+    digest.update(f"rule {min_score} {window_hop_s} {event_windows} {max_word_s}".encode())
     info = ModelInfo(name=name, labels=tuple(labels), sample_rate=cfg.frontend.sample_rate, delta=cfg.delta,
                      hop_ms=cfg.frontend.hop_ms, win_ms=cfg.frontend.win_ms, n_mels=cfg.frontend.n_mels,
                      clip_seconds=clip_seconds, frontend=f"logmel-dftfold/{cfg.frontend.compression}",
                      resolution=cfg.resolution, version=f"{package_version()}+{digest.hexdigest()[:10]}",
                      background_label=background_label, min_score=min_score,
-                     window_hop_s=window_hop_s or clip_seconds / 2, event_windows=event_windows)
+                     window_hop_s=window_hop_s, event_windows=event_windows, max_word_s=max_word_s)
     info.check()
     return info
 
 
 def model_metadata(model: AudioClassifier, ckpt: dict) -> dict[str, str]:
     """The ONNX metadata_props of a trained checkpoint: its event rule as training chose it on validation
-    (a checkpoint from before the rule was chosen: half-window hops and one window)."""
+    (a checkpoint from before the rule was chosen: half-window hops, one window, the default onset search)."""
     return model_info(model, ckpt["labels"], ckpt["train_config"]["clip_seconds"],
                       background_label=ckpt.get("background_label", ""), min_score=ckpt.get("min_score", 0.5),
-                      window_hop_s=ckpt.get("window_hop_s"), event_windows=ckpt.get("event_windows", 1)).to_metadata()
+                      window_hop_s=ckpt.get("window_hop_s"), event_windows=ckpt.get("event_windows", 1),
+                      max_word_s=ckpt.get("max_word_s", MAX_WORD_S)).to_metadata()
 
 
 def name_axes(proto: onnx.ModelProto) -> None:

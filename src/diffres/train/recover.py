@@ -27,7 +27,7 @@ from torch import nn
 
 from diffres.train.classifier import AudioClassifier
 from diffres.train.config import FrontendConfig, ModelConfig
-from diffres.contract import CONTRACT_VERSION, LENGTHS, WAVEFORM, ModelInfo
+from diffres.contract import CONTRACT_VERSION, LENGTHS, MAX_WORD_S, WAVEFORM, ModelInfo
 from diffres.session import make_session
 
 TOLERANCE = 1e-3  # largest logit difference between the graph and the rebuilt model
@@ -37,8 +37,9 @@ def read_graph(path: Path) -> tuple[ModelInfo, dict[str, np.ndarray]]:
     proto = onnx.load(str(path))
     meta = {p.key: p.value for p in proto.metadata_props}
     if meta.get("contract") == "2":  # served with half-window hops and one window: keep that rule
-        meta = {**meta, "contract": CONTRACT_VERSION, "event_windows": "1",
-                "window_hop_s": str(float(meta["clip_seconds"]) / 2)}
+        meta = {**meta, "contract": "3", "event_windows": "1", "window_hop_s": str(float(meta["clip_seconds"]) / 2)}
+    if meta.get("contract") == "3":  # served with the default onset search: keep it
+        meta = {**meta, "contract": CONTRACT_VERSION, "max_word_s": str(MAX_WORD_S)}
     return ModelInfo.from_metadata(path.stem, meta), {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
 
 
@@ -106,7 +107,7 @@ def recover(path: Path) -> tuple[AudioClassifier, dict]:
             ckpt = {"model_config": cfg.to_dict(), "state_dict": model.state_dict(), "labels": list(info.labels),
                     "train_config": {"clip_seconds": info.clip_seconds}, "background_label": info.background_label,
                     "min_score": info.min_score, "window_hop_s": info.window_hop_s or None,
-                    "event_windows": info.event_windows, "recovered_from": {"path": str(path), "version": info.version,
+                    "event_windows": info.event_windows, "max_word_s": info.max_word_s, "recovered_from": {"path": str(path), "version": info.version,
                                                                     "max_logit_difference": tried[clip_norm]}}
             return model, ckpt
     raise ValueError(f"no config reproduces the graph (largest logit difference by clip_norm: {tried})")

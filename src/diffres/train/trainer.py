@@ -38,7 +38,7 @@ from .config import ModelConfig, TrainConfig
 from .data import Clip, crop_or_pad, load_audio, scan_audio_folder, split_clips
 from .diffres import SILENT_POWER
 from .examples import Clips, partial_window, positive_window, with_context
-from diffres.contract import ModelInfo
+from diffres.contract import MAX_WORD_S, ModelInfo
 
 from .onnx_export import model_info
 
@@ -358,7 +358,7 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig, command: str | None = None) -> d
     run.load_best()
     rule, choice = choose_rule(run, val_clips, negatives)
     run.best["min_score"] = rule.min_score
-    run.save(window_hop_s=rule.window_hop_s, event_windows=rule.event_windows)
+    run.save(window_hop_s=rule.window_hop_s, event_windows=rule.event_windows, max_word_s=rule.max_word_s)
     metrics = report(run, held, len(train_clips), len(synthetic), len(val_clips), negatives, mined, choice)
     metrics["wall_time_s"] = round(time.time() - start, 1)
     if command:
@@ -407,7 +407,7 @@ def report(run: Run, held: str | None, n_train: int, n_synthetic: int, n_val: in
         **{k: best[k] for k in ("balanced_accuracy", "target_accuracy", "background_false_accept") if k in best},
         "min_score": best["min_score"],
         "event_rule": choice or {"chosen": {"window_hop_s": t.clip_seconds / 2, "event_windows": 1,
-                                            "min_score": best["min_score"]}},
+                                            "min_score": best["min_score"], "max_word_s": MAX_WORD_S}},
         "background": {"label": BACKGROUND_LABEL, "folders": list(t.negatives), "examples": run.bg.counts,
                        "background_holdout_speaker": negatives.holdout_speaker, "examples_per_epoch": run.n_bg,
                        "mix_probability": t.mix_probability, "mix_snr_db": list(t.mix_snr_db), "mining": mined}
