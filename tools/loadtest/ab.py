@@ -2,7 +2,8 @@
 
 Each variant is `diffres serve` with its own environment (`NAME:VAR=VALUE,VAR=VALUE`; e.g.
 `base:PYTHONPATH=/tmp/base/src` runs another checkout's code, `workers:DIFFRES_WORKERS=2` another
-layout). All variants start once, then take turns under the same locust load (the load test's users
+layout, `LOADTEST_SERVER=MODULE` runs `python -m MODULE` instead, e.g. the front end alone:
+tools/loadtest/floor.py). All variants start once, then take turns under the same locust load (the load test's users
 and clip set, `--kind short`: the 1-5 s keyword clips only, `mixed`: with the load test's share of
 10-30 s files), round after round in rotating order, so all see the same share of whatever else the
 machine does. Per phase: requests, the server's CPU seconds (all its processes, /proc) and, when the
@@ -47,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-t", "--seconds", type=int, default=12, help="seconds of load per phase (default 12)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--model", default="keywords")
+    p.add_argument("--wav", action="store_true", help="short clips re-encoded as 16-bit PCM WAV (decoding costs "
+                                                      "next to nothing) instead of the data's FLAC files")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "tmp" / "ab",
                    help="where ab.json and AB.md go (default reports/tmp/ab)")
     p.add_argument("--work", type=Path, default=ROOT / "reports" / "tmp" / "ab-work",
@@ -102,10 +105,12 @@ def summary(phases: list[dict[str, Any]], source: str) -> dict[str, Any]:
 def markdown(args: argparse.Namespace, out: dict[str, Any]) -> str:
     """The comparison as a table, with the command that made it."""
     command = " ".join(["python -m tools.loadtest.ab", *(f"--variant '{v}'" for v in args.variant),
-                        f"--kind {args.kind}", f"-u {args.users}", f"-t {args.seconds}", f"--rounds {args.rounds}"])
+                        f"--kind {args.kind}", f"-u {args.users}", f"-t {args.seconds}", f"--rounds {args.rounds}",
+                        *(["--wav"] if args.wav else [])])
     lines = [f"# {args.title}", "", f"`{command}` on {out['when']}: every variant started once, then "
              f"{args.rounds} rounds of {args.seconds} s of locust load each ({args.users} users, "
-             f"{'1-5 s keyword clips' if args.kind == 'short' else 'keyword clips and 10% 10-30 s files'}), in "
+             f"{'1-5 s keyword clips' if args.kind == 'short' else 'keyword clips and 10% 10-30 s files'}"
+             f"{', the short ones as 16-bit WAV' if args.wav else ''}), in "
              f"rotating order. Load average before {[round(x, 2) for x in out['load_avg_before']]}, after "
              f"{[round(x, 2) for x in out['load_avg_after']]}.", "",
              "| variant | environment | CPU ms / request | onnxruntime | outside it | efficiency | requests/s | "
@@ -114,6 +119,7 @@ def markdown(args: argparse.Namespace, out: dict[str, Any]) -> str:
     for name, r in out["results"].items():
         env = ", ".join(f"`{k}={v}`" for k, v in out["variants"][name].items()) or "(defaults)"
         lat = r["latency_ms"]
+        r = {k: "—" if v is None else v for k, v in r.items()}  # no onnxruntime counter (e.g. the front end alone)
         lines.append(f"| {name} | {env} | {r['cpu_ms_per_request']} | {r['ort_cpu_ms_per_request']} | "
                      f"{r['outside_ort_ms_per_request']} | {r['cpu_efficiency']} | {r['requests_per_s']} | "
                      f"{r['audio_s_per_s']} | {lat['p50']} / {lat['p99']} | {r['clip_3s'].get('p99')} | "
@@ -128,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = args.work
-    clip_dir = work / "clips"
+    clip_dir = work / ("clips-wav" if args.wav else "clips")
     work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    cliplib.build(clip_dir, ROOT.parent / "shared" / "data" / args.model, 16000, seed=args.seed)
+    cliplib.build(clip_dir, ROOT.parent / "shared" / "data" / args.model, 16000, seed=args.seed, short_wav=args.wav)
     source = cliplib.load(clip_dir)[0]
     long_fraction = 0.0 if args.kind == "short" else 0.1
     base_env = {"DIFFRES_MODEL_DIR": str(MODELS_DIR), "DIFFRES_DEFAULT_MODEL": args.model}
@@ -140,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     try:
         for name, env in args.variants:
-            servers[name] = Server({**base_env, **env}, work / f"server-{name}.log", 120, cwd=ROOT).__enter__()
+            server = Server({**base_env, **env}, work / f"server-{name}.log", 120, cwd=ROOT)
+            if env.get("LOADTEST_SERVER"):  # another module run as the server, e.g. tools.loadtest.floor
+                server.command = (env["LOADTEST_SERVER"],)
+            servers[name] = server.__enter__()
         for name in servers:  # warm-up: connections, first calls, every shape once
             run_locust(argparse.Namespace(users=args.users, spawn_rate=args.users, long_fraction=long_fraction,
                                           model=args.model, raw=False), servers[name].url, clip_dir, work, 4)

@@ -34,9 +34,9 @@ class Clip:
     kind: str  # "short" (one inference) or "long" (windowed by the service)
 
 
-def _encode_flac(samples: np.ndarray, rate: int) -> bytes:
+def _encode(samples: np.ndarray, rate: int, audio_format: str = "FLAC") -> bytes:
     buf = io.BytesIO()
-    sf.write(buf, samples, rate, format="FLAC", subtype="PCM_16")
+    sf.write(buf, samples, rate, format=audio_format, subtype="PCM_16")
     return buf.getvalue()
 
 
@@ -56,8 +56,9 @@ def _find_audio(data_dir: Path | None) -> list[Path]:
 
 
 def build(out_dir: Path, data_dir: Path | None, sample_rate: int, *, n_short: int = 200, n_long: int = 12,
-          long_s: tuple[float, float] = (10.0, 30.0), seed: int = 0) -> list[Clip]:
-    """Write the clip files and manifest into `out_dir`; real clips when `data_dir` has any."""
+          long_s: tuple[float, float] = (10.0, 30.0), seed: int = 0, short_wav: bool = False) -> list[Clip]:
+    """Write the clip files and manifest into `out_dir`; real clips when `data_dir` has any. `short_wav`: the
+    short clips re-encoded as 16-bit PCM WAV (uploads that cost next to nothing to decode)."""
     rng = np.random.default_rng(seed)
     pick = random.Random(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +71,11 @@ def build(out_dir: Path, data_dir: Path | None, sample_rate: int, *, n_short: in
 
     if files:
         for i, path in enumerate(pick.sample(files, min(n_short, len(files)))):
-            add(f"short-{i:03d}{path.suffix.lower()}", path.read_bytes(), sf.info(str(path)).duration, "short")
+            if short_wav:
+                samples, rate = sf.read(str(path), dtype="float32")
+                add(f"short-{i:03d}.wav", _encode(samples, rate, "WAV"), len(samples) / rate, "short")
+            else:
+                add(f"short-{i:03d}{path.suffix.lower()}", path.read_bytes(), sf.info(str(path)).duration, "short")
         for i in range(n_long):
             target = rng.uniform(*long_s)
             parts: list[np.ndarray] = []
@@ -78,15 +83,15 @@ def build(out_dir: Path, data_dir: Path | None, sample_rate: int, *, n_short: in
             while total < target:
                 parts.append(load_audio(pick.choice(files), sample_rate))  # the service's decoder
                 total += len(parts[-1]) / sample_rate
-            add(f"long-{i:02d}.flac", _encode_flac(np.concatenate(parts), sample_rate), total, "long")
+            add(f"long-{i:02d}.flac", _encode(np.concatenate(parts), sample_rate), total, "long")
     else:
         for i in range(n_short):
             seconds = rng.uniform(1.0, 3.0)
-            audio = _encode_flac(_synthetic(rng, seconds, sample_rate), sample_rate)
-            add(f"short-{i:03d}.flac", audio, seconds, "short")
+            audio = _encode(_synthetic(rng, seconds, sample_rate), sample_rate, "WAV" if short_wav else "FLAC")
+            add(f"short-{i:03d}.{'wav' if short_wav else 'flac'}", audio, seconds, "short")
         for i in range(n_long):
             seconds = rng.uniform(*long_s)
-            add(f"long-{i:02d}.flac", _encode_flac(_synthetic(rng, seconds, sample_rate), sample_rate), seconds, "long")
+            add(f"long-{i:02d}.flac", _encode(_synthetic(rng, seconds, sample_rate), sample_rate), seconds, "long")
     source = str(data_dir) if files else "generated"
     (out_dir / MANIFEST).write_text(json.dumps({"source": source, "clips": [asdict(c) for c in clips]}, indent=1))
     return clips

@@ -127,13 +127,9 @@ def reload_on_sighup(registry: ModelRegistry) -> Callable[[], None]:
     return lambda: loop.remove_signal_handler(signal.SIGHUP)
 
 
-def serve(settings: Settings | None = None) -> None:
-    """Run the service with uvicorn in the foreground: the settings' host, port and connection limits; with
-    `workers` > 1, that many processes (uvicorn's workers: `diffres.server.asgi:app` in each, its settings from
-    the environment, the CPUs split between them)."""
-    settings = settings or get_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    options: dict[str, Any] = {
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How `diffres serve` runs uvicorn, besides the app, the protocol class and the workers."""
+    return {
         "host": settings.host, "port": settings.port,
         "log_config": None,  # keep our log handler
         "access_log": False,  # the middleware writes the access log, with the request id
@@ -141,6 +137,15 @@ def serve(settings: Settings | None = None) -> None:
         "timeout_keep_alive": settings.keep_alive_timeout_s,
         "server_header": False,
     }
+
+
+def serve(settings: Settings | None = None) -> None:
+    """Run the service with uvicorn in the foreground: the settings' host, port and connection limits; with
+    `workers` > 1, that many processes (uvicorn's workers: `diffres.server.asgi:app` in each, its settings from
+    the environment, the CPUs split between them)."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    options = uvicorn_options(settings)
     if settings.workers > 1:
         env = environment(settings)
         env.setdefault("DIFFRES_CPUS", str(max(1, (settings.cpus or available_cpus()) // settings.workers)))
