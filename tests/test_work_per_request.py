@@ -64,7 +64,7 @@ def test_classification_closes_its_decoder_once() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_clip_takes_one_worker_thread_hop_and_long_audio_more(served: Served,
+async def test_a_small_clip_takes_no_worker_thread_hop_a_larger_one_one_and_long_audio_more(served: Served,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import diffres.server.loaded as loaded
 
@@ -76,8 +76,12 @@ async def test_a_clip_takes_one_worker_thread_hop_and_long_audio_more(served: Se
         return await real(fn, *args, **kwargs)
 
     monkeypatch.setattr(loaded, "run_to_completion", counting)
-    r = await served.client.post("/v1/classify", files={"file": ("a.flac", (EXAMPLES / "alexa.flac").read_bytes())})
-    assert r.status_code == 200 and hops == ["_start"]
+    clip = (EXAMPLES / "alexa.flac").read_bytes()
+    r = await served.client.post("/v1/classify", files={"file": ("a.flac", clip)})
+    assert r.status_code == 200 and hops == []  # small and in memory: decoded on the event loop
+    monkeypatch.setattr(loaded, "INLINE_BYTES", len(clip) - 1)
+    again = await served.client.post("/v1/classify", files={"file": ("a.flac", clip)})
+    assert without_timing(again.json()) == without_timing(r.json()) and hops == ["_start"]  # larger: one hop
     hops.clear()
     r = await served.client.post("/v1/classify", content=(EXAMPLES / "long.flac").read_bytes(),
                                  headers={"content-type": "audio/flac"})
@@ -289,3 +293,27 @@ def test_two_worker_processes_serve_one_port(tmp_path: Path) -> None:
             assert answer.status_code == 200 and answer.json()["predictions"][0]["label"] == "alexa"
             refused = client.post("/v2/repository/models/keywords/load")
             assert refused.status_code == 403 and "DIFFRES_WORKERS" in refused.json()["error"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stage", ["http", "multipart", "decode"])
+async def test_the_front_end_floor_answers_like_the_service_and_decodes_when_asked(stage: str) -> None:
+    """tools/loadtest/floor.py (the load test's measure of the front end alone): an answer locust accepts, and
+    at the decode stage the upload is really decoded (a file that is not audio fails there, not before)."""
+    import httpx
+
+    from diffres.errors import DiffresError
+    from diffres.models import MODELS_DIR
+    from diffres.server.config import Settings
+    from tools.loadtest.floor import app
+
+    floor = app(stage, Settings(model_dir=MODELS_DIR, default_model="digits"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=floor), base_url="http://floor") as client:
+        clip = (EXAMPLES / "alexa.flac").read_bytes()
+        answer = (await client.post("/v1/classify", files={"file": ("a.flac", clip)})).json()
+        assert answer["predictions"] and answer["frames"]
+        if stage == "decode":
+            with pytest.raises(DiffresError):
+                await client.post("/v1/classify", files={"file": ("a.flac", b"not audio at all" * 10)})
+        else:
+            assert (await client.post("/v1/classify", files={"file": ("a.flac", b"not audio")})).status_code == 200

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
+import io
 import logging
 import sys
 from collections.abc import Collection, Iterator, Sequence
@@ -35,6 +36,17 @@ from diffres.server.repository import Stamp, VersionFile
 from diffres.server.threads import run_to_completion
 
 log = logging.getLogger(__name__)
+
+# In-memory uploads up to this size are opened (and, when they run whole, decoded) on the event loop: a hop to
+# a worker thread costs about 0.75 ms of CPU under load, more than decoding such a clip does (both measured by
+# tools/loadtest/floor.py, docs/performance.md). What is decoded there is bounded twice: by these bytes, and by
+# the long-audio threshold (longer audio only has its header read there, and goes on in a worker thread).
+INLINE_BYTES = 256 * 1024
+
+
+def decodes_inline(source: AudioSource) -> bool:
+    """Whether `source` is opened and decoded on the event loop (INLINE_BYTES says why)."""
+    return isinstance(source, io.BytesIO) and len(source.getbuffer()) <= INLINE_BYTES
 
 
 class LoadFailed(DiffresError):
@@ -150,14 +162,17 @@ class LoadedModel:
         return self.batcher.lease(1, row_units(samples, self.plan.window))
 
     async def classify(self, source: AudioSource, options: ClassifyOptions, started: float) -> ClassifyResult:
-        """The pipeline with its rows through this model's batcher, in one worker-thread hop for a clip that
-        runs whole: the thread opens it, checks the header and decodes it; the event loop then takes the
-        lease (503 when there is no room), runs the row through the batcher and builds the answer (no
-        decoding is left, only arithmetic). Long audio (by its header, or a header that says nothing) opens
-        in a thread, waits for a long-job turn and is decoded and classified in a worker thread window by
-        window (LeaseRunner), so the event loop never decodes it."""
+        """The pipeline with its rows through this model's batcher. A clip that runs whole is opened, checked
+        and decoded in one step: on the event loop for a small in-memory upload (`decodes_inline`), else in
+        one worker-thread hop; the event loop then takes the lease (503 when there is no room), runs the row
+        through the batcher and builds the answer (no decoding is left, only arithmetic). Long audio (by its
+        header, or a header that says nothing) waits for a long-job turn and is decoded and classified in a
+        worker thread window by window (LeaseRunner), so the event loop never decodes it."""
         self.batcher.check_admission()  # full: 503 before any work (the lease below decides for real)
-        started_run = await run_to_completion(self._start, source, options, started)
+        if decodes_inline(source):
+            started_run = self._start(source, options, started)
+        else:
+            started_run = await run_to_completion(self._start, source, options, started)
         if isinstance(started_run, Opened):  # long
             result = await self._classify_long(started_run, options)
         else:
@@ -174,8 +189,8 @@ class LoadedModel:
 
     def _start(self, source: AudioSource, options: ClassifyOptions, started: float
                ) -> Opened | tuple[Classification, list[np.ndarray]]:
-        """In a worker thread: open and check the header; a clip that runs whole is decoded too (its rows
-        are ready), long audio is only opened."""
+        """Open and check the header; a clip that runs whole is decoded too (its rows are ready), long audio is
+        only opened."""
         opened = self.pipeline.open(source, started=started)
         samples = opened.samples_at(self.info.sample_rate)
         if samples is None or self.plan.is_long(samples):
