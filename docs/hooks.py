@@ -203,7 +203,8 @@ def models_table() -> str:
             if r.get("metadata", {}).get("background_label") else "none"),
         row("default event threshold `min_score`", meta("min_score", lambda v: f"{float(v):g}")),
         row("consecutive windows an event needs", meta("event_windows")),
-        row("onset searched at most this far before an event's end", meta("max_word_s", lambda v: f"{float(v):g} s")),
+        row("onset searched at most this far before an event's end",
+            meta("max_word_s", lambda v: f"{float(v):g} s")),
         row("frames per validation clip: in → to the backbone (mean)",
             lambda r: f"{r['training']['mean_frames_in']:.1f} → {r['training']['mean_frames_out']:.1f}"
             if both("mean_frames_in", "mean_frames_out")(r) else "—"),

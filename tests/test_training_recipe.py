@@ -96,12 +96,26 @@ def test_the_recipe_trains_mines_chooses_an_event_rule_and_repeats_exactly(
     assert all(torch.equal(ckpt["state_dict"][k], again["state_dict"][k]) for k in ckpt["state_dict"])
 
 
+def given_tallies(monkeypatch: pytest.MonkeyPatch, thresholds: tuple[float, ...], tally: object
+                  ) -> tuple[object, list[tuple[object, bool]]]:
+    """calibrate.choose_event_rule's model info and one recording, with the model never run: its windows are
+    empty and `tally` gives the counts of each candidate rule."""
+    from diffres.contract import ModelInfo
+    from diffres.train.scenes import Scene
+
+    monkeypatch.setattr(calibrate, "RULE_THRESHOLDS", thresholds)
+    monkeypatch.setattr(calibrate.event_eval, "classify", lambda *_: [])
+    monkeypatch.setattr(calibrate.event_eval, "tally", tally)
+    info = ModelInfo(name="m", labels=("a", "_bg_"), sample_rate=16000, delta=0.5, hop_ms=10.0, win_ms=25.0,
+                     n_mels=4, clip_seconds=1.0, frontend="t", resolution="diffres", version="1",
+                     background_label="_bg_", min_score=0.5)
+    return info, [(Scene("keywords", np.zeros(16000, np.float32)), False)]
+
+
 def test_near_misses_are_held_to_their_own_bound_not_the_speech_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """The rule choice with near-miss phrases (calibrate.choose_event_rule): they never count against the
     speech bound; with a bound of their own they rule out a rule, without one they only break ties."""
-    from diffres.contract import ModelInfo
     from diffres.train.event_eval import Tally
-    from diffres.train.scenes import Scene
 
     # Two thresholds: 0.5 finds more keywords but fires on near misses 50 times an hour, 0.9 five times;
     # neither fires on the speech alone. The model never runs: its windows and tallies are given.
@@ -113,13 +127,7 @@ def test_near_misses_are_held_to_their_own_bound_not_the_speech_one(monkeypatch:
                   calibrate.NEAR_MISS_ALONE: Tally(false_alarms=near, background_s=3600.0)}
         return {**counts, "all": Tally(tp=found, fn=100 - found, false_alarms=near, background_s=7200.0)}
 
-    monkeypatch.setattr(calibrate, "RULE_THRESHOLDS", tuple(figures))
-    monkeypatch.setattr(calibrate.event_eval, "classify", lambda *_: [])
-    monkeypatch.setattr(calibrate.event_eval, "tally", tally)
-    info = ModelInfo(name="m", labels=("a", "_bg_"), sample_rate=16000, delta=0.5, hop_ms=10.0, win_ms=25.0,
-                     n_mels=4, clip_seconds=1.0, frontend="t", resolution="diffres", version="1",
-                     background_label="_bg_", min_score=0.5)
-    recordings = [(Scene("keywords", np.zeros(16000, np.float32)), False)]
+    info, recordings = given_tallies(monkeypatch, tuple(figures), tally)
 
     def chosen(near_miss_per_hour: float | None) -> float:
         rule, choice = calibrate.choose_event_rule(None, info, recordings, (0.5,), 1, 1.0, 2.0, near_miss_per_hour)
@@ -133,9 +141,7 @@ def test_near_misses_are_held_to_their_own_bound_not_the_speech_one(monkeypatch:
 
 def test_the_onset_search_is_the_one_with_the_best_f1_for_the_kept_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     """calibrate.choose_event_rule, then its max_word_s: scored on the kept rule's windows (ties: the longer)."""
-    from diffres.contract import ModelInfo
     from diffres.train.event_eval import Tally
-    from diffres.train.scenes import Scene
 
     found = {0.6: 70, 0.8: 85, 1.0: 85, 1.2: 80, 1.5: 75}  # keywords found of 100, by max_word_s
 
@@ -144,13 +150,7 @@ def test_the_onset_search_is_the_one_with_the_best_f1_for_the_kept_rule(monkeypa
         return {"keywords": Tally(tp=hits, fn=100 - hits), calibrate.ALONE: Tally(background_s=3600.0),
                 "all": Tally(tp=hits, fn=100 - hits, background_s=3600.0)}
 
-    monkeypatch.setattr(calibrate, "RULE_THRESHOLDS", (0.8,))
-    monkeypatch.setattr(calibrate.event_eval, "classify", lambda *_: [])
-    monkeypatch.setattr(calibrate.event_eval, "tally", tally)
-    info = ModelInfo(name="m", labels=("a", "_bg_"), sample_rate=16000, delta=0.5, hop_ms=10.0, win_ms=25.0,
-                     n_mels=4, clip_seconds=1.0, frontend="t", resolution="diffres", version="1",
-                     background_label="_bg_", min_score=0.5)
-    recordings = [(Scene("keywords", np.zeros(16000, np.float32)), False)]
+    info, recordings = given_tallies(monkeypatch, (0.8,), tally)
     rule, choice = calibrate.choose_event_rule(None, info, recordings, (0.5,), 1, 1.0, 2.0)
     assert (rule.min_score, rule.max_word_s) == (0.8, 1.0)  # 0.8 and 1.0 tie: the longer
     assert choice["chosen"]["max_word_s"] == 1.0 and choice["max_word_s_f1"]["0.6"] == round(140 / 170, 4)

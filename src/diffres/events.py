@@ -26,8 +26,9 @@ Rules
   at full resolution), or of the log-mel energy when importance is flat (spread under
   IMPORTANCE_CONTRAST), searched back at most `max_word_s` (the model's, chosen on validation data:
   the longest word it expects, so speech just before the word is not taken for its start); on flat
-  curves, `max_word_s` before the end. A run that starts on the audio's first window has no window before it to bound its end: both
-  bounds are the most salient stretch of its curve (`locate`), else the window's bounds.
+  curves, `max_word_s` before the end. A run that starts on the audio's first window has no window
+  before it to bound its end: both bounds are the most salient stretch of its curve (`locate`), else
+  the window's bounds.
   tools/bench/events.py measures each choice.
 - Memory: a run keeps one window's curves, so an endless stream never grows.
 - Clip level: each label's best window probability ("what was detected"), and for the background

@@ -202,8 +202,9 @@ class ModelDescription(BaseModel):
     min_score: float = Field(0.5, description="Default event threshold, chosen on validation data at training time")
     event_windows: int = Field(1, description="Consecutive windows (window_hop_s apart) a label must hold to make "
                                               "an event, chosen on validation data at training time")
-    max_word_s: float = Field(MAX_WORD_S, description="An event's onset is searched at most this far before its end (the "
-                                               "longest word expected), chosen on validation data at training time")
+    max_word_s: float = Field(MAX_WORD_S, description="An event's onset is searched at most this far before its "
+                                                      "end (the longest word expected), chosen on validation data "
+                                                      "at training time")
     repository_version: int = Field(1, description="The repository version described (the one requests without "
                                                    "a version get: the highest ready one)")
     versions: list[VersionState] = Field(default_factory=list, description="Every version of the model in the "

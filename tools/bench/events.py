@@ -113,8 +113,8 @@ def score(model_path: Path, built: list[tuple[scenes.Scene, bool]], threads: int
     sweep = {f"{t:g}": det_point(classified, pipeline, t) for t in sorted({*THRESHOLDS, info.min_score})}
     return {"model": info.name, "version": info.version, "min_score": info.min_score,
             "window_s": plan.window / info.sample_rate, "window_hop_s": plan.hop / info.sample_rate,
-            "event_windows": plan.event_windows, "max_word_s": plan.max_word_s, "results": results, "threshold_sweep": sweep,
-            "headline": headline(results["service"], classified, pipeline)}
+            "event_windows": plan.event_windows, "max_word_s": plan.max_word_s, "results": results,
+            "threshold_sweep": sweep, "headline": headline(results["service"], classified, pipeline)}
 
 
 def combined(counts: dict[str, event_eval.Tally], names: tuple[str, ...]) -> event_eval.Tally:

@@ -107,8 +107,9 @@ def recover(path: Path) -> tuple[AudioClassifier, dict]:
             ckpt = {"model_config": cfg.to_dict(), "state_dict": model.state_dict(), "labels": list(info.labels),
                     "train_config": {"clip_seconds": info.clip_seconds}, "background_label": info.background_label,
                     "min_score": info.min_score, "window_hop_s": info.window_hop_s or None,
-                    "event_windows": info.event_windows, "max_word_s": info.max_word_s, "recovered_from": {"path": str(path), "version": info.version,
-                                                                    "max_logit_difference": tried[clip_norm]}}
+                    "event_windows": info.event_windows, "max_word_s": info.max_word_s,
+                    "recovered_from": {"path": str(path), "version": info.version,
+                                       "max_logit_difference": tried[clip_norm]}}
             return model, ckpt
     raise ValueError(f"no config reproduces the graph (largest logit difference by clip_norm: {tried})")
 
