@@ -64,8 +64,8 @@ def test_classification_closes_its_decoder_once() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_small_clip_takes_no_worker_thread_hop_a_larger_one_one_and_long_audio_more(served: Served,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_no_worker_thread_hop_for_a_small_clip_one_for_a_larger_one_more_for_long_audio(
+        served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     import diffres.server.loaded as loaded
 
     hops: list[str] = []

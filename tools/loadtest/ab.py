@@ -3,13 +3,14 @@
 Each variant is `diffres serve` with its own environment (`NAME:VAR=VALUE,VAR=VALUE`; e.g.
 `base:PYTHONPATH=/tmp/base/src` runs another checkout's code, `workers:DIFFRES_WORKERS=2` another
 layout, `LOADTEST_SERVER=MODULE` runs `python -m MODULE` instead, e.g. the front end alone:
-tools/loadtest/floor.py). All variants start once, then take turns under the same locust load (the load test's users
-and clip set, `--kind short`: the 1-5 s keyword clips only, `mixed`: with the load test's share of
-10-30 s files), round after round in rotating order, so all see the same share of whatever else the
-machine does. Per phase: requests, the server's CPU seconds (all its processes, /proc) and, when the
-variant exports it, onnxruntime's own CPU seconds (diffres_inference_cpu_seconds_total). Reported per
-variant: CPU ms per request, of which onnxruntime and outside it, the CPU efficiency (onnxruntime CPU /
-server CPU), throughput and latency; and the ratio of every variant's figures to the first one's.
+tools/loadtest/floor.py). All variants start once, then take turns under the same locust load (the
+load test's users and clip set, `--kind short`: the 1-5 s keyword clips only, `mixed`: with the load
+test's share of 10-30 s files; `--wav`: the short clips as 16-bit WAV), round after round in
+rotating order, so all see the same share of whatever else the machine does. Per phase: requests,
+the server's CPU seconds (all its processes, /proc) and, when the variant exports it, onnxruntime's
+own CPU seconds (diffres_inference_cpu_seconds_total). Reported per variant: CPU ms per request, of
+which onnxruntime and outside it, the CPU efficiency (onnxruntime CPU / server CPU), throughput and
+latency; and the ratio of every variant's figures to the first one's.
 CPU per request hardly depends on what else runs on the machine; throughput does.
 """
 
