@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from diffres.contract import MAX_WORD_S
-
 CONDITION_TEXT = {
     "noise": "coloured noise (white, pink or brown)", "digits": "real speech of the digits speaker `{digits_speaker}`, "
     "held out of the model's training", "tts": "synthetic speech of held-out voices and languages (the synth "
@@ -62,12 +60,12 @@ def render(r: dict[str, Any]) -> str:
         "# Event detection on long recordings", "",
         f"`{r['command']}` (wall time {r['wall_s']:.0f} s). Model `{m['model']}` {m['version']}: windows of "
         f"{m['window_s']:g} s every {m['window_hop_s']:g} s, a label must hold {m['event_windows']} window(s), "
-        f"min_score {m['min_score']:g}, onsets searched at most {m.get('max_word_s', MAX_WORD_S):g} s before "
+        f"min_score {m['min_score']:g}, onsets searched at most {m['max_word_s']:g} s before "
         "an event's end." + (f" Baseline: `{r['baseline']['model']}` {r['baseline']['version']} "
                                             f"(windows of {r['baseline']['window_s']:g} s every "
                                             f"{r['baseline']['window_hop_s']:g} s, {r['baseline']['event_windows']} "
                                             f"window(s), min_score {r['baseline']['min_score']:g}, onset search "
-                                            f"{r['baseline'].get('max_word_s', MAX_WORD_S):g} s); its figures are "
+                                            f"{r['baseline']['max_word_s']:g} s); its figures are "
                                             "the ones after \"was\"." if "baseline" in r else ""), "",
         f"Recordings: the model's validation keyword clips ({r['keywords']} per condition), trimmed to their loud "
         f"stretch (the reference event), placed 1.5-6 s apart in {r['keyword_audio_h']:.2f} h of audio over: "

@@ -18,9 +18,10 @@ per request is a floor the full service cannot go below with this front end.
 from __future__ import annotations
 
 import asyncio
-import os
-
 import json
+import os
+from typing import BinaryIO
+
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -50,9 +51,13 @@ def app(stage: str, settings: Settings | None = None) -> Starlette:
     model = OnnxModel.load(settings.model_dir / f"{settings.default_model}.onnx", intra_op_threads=1)
     pipeline = Pipeline(model.info, WindowPlan.for_model(model.info))
 
-    def decode(file: object) -> float:
-        run = pipeline.start(pipeline.open(file), ClassifyOptions(), slots=1)  # type: ignore[arg-type]
-        return sum(len(row) for row in run.rows()) / model.info.sample_rate
+    def decode(file: BinaryIO) -> None:
+        """Open, check and decode a clip as the service does for one that runs whole, then close it."""
+        opened = pipeline.open(file)
+        try:
+            pipeline.start(opened, ClassifyOptions(), slots=1).rows()
+        finally:
+            opened.close()
 
     async def classify(request: Request) -> Response:
         if stage == "http":
