@@ -114,9 +114,9 @@ synth: $(FULL_STAMP)
 	$(BIN)/python -m diffres.train.synth --out $(SYNTH) --hours 2 --eval-hours 0.5 --keywords-from $(KEYWORDS) --seed 0
 
 train-keywords: synth
-	$(BIN)/diffres train --data $(KEYWORDS) --out runs/keywords --delta 0.5 --epochs 24 --seed 0 --threads 2 \
+	$(BIN)/diffres train --data $(KEYWORDS) --out runs/keywords --delta 0.5 --epochs 40 --seed 0 --threads 1 \
 		--clip-seconds 1.5 --negatives $(DIGITS) $(SYNTH) --background-share 3 --rooms 2 \
-		--mix-probability 0.7 --mix-snr-db -5 20 --context-probability 0.3 --partial-share 0.25 \
+		--mix-probability 0.8 --mix-snr-db -10 15 --context-probability 0.3 --partial-share 0.25 \
 		--long-window-probability 0.4 --mine-rounds 1 --mine-hours 1 --mine-epochs 4 --event-hops 0.25 0.5 \
 		--synthetic-positives $(SYNTH)
 	$(BIN)/diffres export --checkpoint runs/keywords/best.pt --out src/diffres/models/keywords.onnx
