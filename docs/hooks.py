@@ -7,8 +7,9 @@ A page asks for a generated block with an HTML comment on a line of its own:
 - `<!-- models -->`, `<!-- models-per-class -->`, `<!-- models-parity -->`: the shipped models' figures,
   from `src/diffres/models/NAME.export.json` (its `metadata`, `training` and `parity` entries); the
   commands that reproduce them are the Makefile's, included with pymdownx.snippets.
-- `<!-- train-options -->`, `<!-- export-options -->`: the options of `diffres train` and
-  `diffres export`, from the parsers the CLI uses (`diffres.train.options`, torch-free).
+- `<!-- train-options -->`, `<!-- calibrate-options -->`, `<!-- export-options -->`: the options of
+  `diffres train`, `diffres calibrate` and `diffres export`, from the parsers the CLI uses
+  (`diffres.train.options`, torch-free).
 
 Figures are never typed into a page: they come from here, or from the generated reports that the
 benchmark pages include. The images those reports show are added to the site from `reports/`.
@@ -335,6 +336,12 @@ def train_options() -> str:
     return _options_table(train_parser())
 
 
+def calibrate_options() -> str:
+    from diffres.train.options import calibrate_parser
+
+    return _options_table(calibrate_parser())
+
+
 def export_options() -> str:
     from diffres.train.options import export_parser
 
@@ -404,5 +411,6 @@ GENERATORS = {
     "models-per-class": per_class_table,
     "models-parity": parity_table,
     "train-options": train_options,
+    "calibrate-options": calibrate_options,
     "export-options": export_options,
 }

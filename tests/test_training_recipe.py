@@ -96,6 +96,35 @@ def test_the_recipe_trains_mines_chooses_an_event_rule_and_repeats_exactly(
     assert all(torch.equal(ckpt["state_dict"][k], again["state_dict"][k]) for k in ckpt["state_dict"])
 
 
+def test_calibrate_chooses_the_rule_again_on_the_same_recordings_and_leaves_the_weights(
+        folders: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`diffres calibrate RUN`: the run's own options give the rule training chose; other options another rule,
+    written to best.pt and metrics.json, with the weights untouched."""
+    from diffres.cli import main as cli_main
+    from diffres.train.recalibrate import calibrate_run
+
+    monkeypatch.setattr(calibrate, "SCENE_SECONDS", 10.0)
+    monkeypatch.setattr(calibrate, "SPEECH_ALONE_MINUTES", 0.3)
+    data, negatives = folders
+    run = tmp_path / "run"
+    assert train_main([*recipe(data, negatives, run), "--epochs", "1", "--mine-rounds", "0"]) == 0
+    trained = json.loads((run / "metrics.json").read_text())["event_rule"]
+    assert trained["snr_db"] == [10.0] and "speech@0dB" not in trained["candidates"][0]
+    weights = torch.load(run / "best.pt", weights_only=False)["state_dict"]
+    assert calibrate_run(run, {})["chosen"] == trained["chosen"]
+    assert cli_main(["calibrate", str(run), "--event-hops", "0.3", "--event-windows-max", "1",
+                     "--event-snr-db", "10", "0"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    chosen, candidates = metrics["event_rule"]["chosen"], metrics["event_rule"]["candidates"]
+    assert (chosen["window_hop_s"], chosen["event_windows"]) == (0.3, 1) and metrics["event_rule"]["snr_db"] == [10, 0]
+    assert {"speech@0dB", "noise@0dB"} <= set(candidates[0]) and metrics["calibrate_command"].startswith(
+        "diffres calibrate ")
+    ckpt = torch.load(run / "best.pt", weights_only=False)
+    assert (ckpt["window_hop_s"], ckpt["event_windows"], ckpt["min_score"]) == (0.3, 1, chosen["min_score"])
+    assert ckpt["train_config"]["event_hops"] == (0.3,) and ckpt["train_config"]["event_snr_db"] == (10.0, 0.0)
+    assert all(torch.equal(weights[k], ckpt["state_dict"][k]) for k in weights)
+
+
 def given_tallies(monkeypatch: pytest.MonkeyPatch, thresholds: tuple[float, ...], tally: object
                   ) -> tuple[object, list[tuple[object, bool]]]:
     """calibrate.choose_event_rule's model info and one recording, with the model never run: its windows are

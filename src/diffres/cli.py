@@ -1,9 +1,10 @@
-"""DiffRes audio classification: serve, classify, list models, train, export (`diffres`, `python -m diffres`).
+"""DiffRes audio classification: serve, classify, models, train, calibrate, export (`diffres`, `python -m diffres`).
 
     diffres serve [--host H] [--port P] [--models DIR] [--workers N]
     diffres classify FILE... [--model NAME|PATH] [--url URL] [--json] [--min-score X]
     diffres models [--url URL] [--json]
     diffres train --data DIR --out RUN ...      (the `train` extra)
+    diffres calibrate RUN [--event-false-alarms-per-hour F ...]   (the `train` extra)
     diffres export --checkpoint RUN/best.pt --out NAME.onnx
 
 `classify` runs in this process (the Python API) unless `--url` names a service (the client); both
@@ -35,7 +36,7 @@ err = Console(stderr=True, highlight=False)
 
 
 def parser() -> argparse.ArgumentParser:
-    from diffres.train.options import add_export_arguments, add_train_arguments
+    from diffres.train.options import CALIBRATE_HELP, add_calibrate_arguments, add_export_arguments, add_train_arguments
 
     p = argparse.ArgumentParser(prog="diffres", description=__doc__.split("\n\n")[0],
                                 epilog="Exit status: 0 ok, 1 a file, model or service failed, 2 usage error.")
@@ -80,6 +81,11 @@ def parser() -> argparse.ArgumentParser:
                                    "(needs the `train` extra).")
     add_train_arguments(t)
     t.set_defaults(run=train)
+
+    k = sub.add_parser("calibrate", help="choose a trained run's event rule again (the `train` extra)",
+                       description=CALIBRATE_HELP)
+    add_calibrate_arguments(k)
+    k.set_defaults(run=calibrate)
 
     e = sub.add_parser("export", help="export a checkpoint to ONNX and check parity (the `train` extra)",
                        description="Export a training checkpoint to ONNX, check parity with PyTorch, write "
@@ -216,9 +222,15 @@ def train(a: argparse.Namespace) -> int:
     from diffres.train.options import configs
     from diffres.train.trainer import train as run_training
 
-    metrics = run_training(*configs(a), command="diffres " + shlex.join(sys.argv[1:]))
+    metrics = run_training(*configs(a), command="diffres " + shlex.join(a.argv))
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     return OK
+
+
+def calibrate(a: argparse.Namespace) -> int:
+    from diffres.train.recalibrate import calibrate_command
+
+    return calibrate_command(a, "diffres " + shlex.join(a.argv))
 
 
 def export(a: argparse.Namespace) -> int:
@@ -228,7 +240,9 @@ def export(a: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    line = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(line)
+    args.argv = line  # the command line, recorded by train and calibrate
     try:
         return args.run(args)
     except ModuleNotFoundError as exc:  # an optional extra that is not installed (the message names it)

@@ -1,10 +1,11 @@
 """What training chooses on validation data and the exported model carries: the event rule.
 
 The rule is min_score, window_hop_s, event_windows and max_word_s (diffres/events.py). Validation keyword clips
-are placed in recordings (diffres.train.scenes) among held-out speech, next to it, and in noise,
-plus recordings of held-out speech alone and, when the negatives have them, of held-out near-miss
-phrases alone; the model runs them through the pipeline the service runs (TorchRunner), once per
-candidate hop, and every candidate rule replays those windows (event_eval). Kept: the best F1 among
+are placed in recordings (diffres.train.scenes) among held-out speech and in noise, at each of the run's
+`event_snr_db` (10 dB unless asked), and next to speech, plus recordings of held-out speech alone and, when
+the negatives have them, of held-out near-miss phrases alone; the model runs them through the pipeline
+the service runs (TorchRunner), once per candidate hop, and every candidate rule replays those windows
+(event_eval). Kept: the best F1 among
 the rules whose false alarms on the speech alone stay within `false_alarms_per_hour`, and on the near
 misses within `near_miss_per_hour` when one is given, and whose expected delay from a word's end to its
 event (half a hop, plus the windows after the first) stays within `latency_s`; ties go to fewer false
@@ -31,6 +32,8 @@ import numpy as np
 from diffres.contract import MAX_WORD_S, ModelInfo
 from diffres.pipeline import ClassifyOptions, Pipeline
 from diffres.train import event_eval, scenes
+from diffres.train.background import NegativeFiles
+from diffres.train.config import TrainConfig
 from diffres.train.requires import torch  # the `train` extra, or an error naming it
 from diffres.train.torch_runner import TorchRunner
 from diffres.windows import WindowPlan
@@ -76,20 +79,41 @@ class EventRule:
 
 
 def validation_recordings(clips: list[tuple[str, str]], speech: list[Path], sr: int, seed: int,
-                          near_miss: list[Path] | None = None) -> list[tuple[scenes.Scene, bool]]:
-    """Validation keywords among held-out speech (10 dB), next to it, and in noise (10 dB); speech alone;
-    near-miss phrases alone (when given)."""
+                          near_miss: list[Path] | None = None, snrs_db: tuple[float, ...] = (10.0,)
+                          ) -> list[tuple[scenes.Scene, bool]]:
+    """Validation keywords among held-out speech and in noise at each of `snrs_db`, and next to speech; speech
+    alone; near-miss phrases alone (when given). The first SNR's recordings come first and the others' last, so
+    adding an SNR leaves every other recording as it was."""
     rng = np.random.default_rng(seed)
     keywords = [scenes.keyword(path, label, sr) for path, label in clips]
-    built = [(s, False) for s in scenes.scenes(keywords, "speech", 10.0, SCENE_SECONDS, sr, rng, speech)]
+    first, *more = snrs_db
+    built = [(s, False) for s in scenes.scenes(keywords, "speech", first, SCENE_SECONDS, sr, rng, speech)]
     built += [(s, False) for s in scenes.adjacent_scenes(keywords, SCENE_SECONDS, sr, rng, speech)]
-    built += [(s, False) for s in scenes.scenes(keywords, "noise", 10.0, SCENE_SECONDS, sr, rng, speech)]
-    built += [(s, True) for s in scenes.background_only("speech", 10.0, SPEECH_ALONE_MINUTES, SCENE_SECONDS, sr,
+    built += [(s, False) for s in scenes.scenes(keywords, "noise", first, SCENE_SECONDS, sr, rng, speech)]
+    built += [(s, True) for s in scenes.background_only("speech", first, SPEECH_ALONE_MINUTES, SCENE_SECONDS, sr,
                                                           rng, speech, name=ALONE)]
     if near_miss:
-        built += [(s, True) for s in scenes.background_only("speech", 10.0, NEAR_MISS_ALONE_MINUTES, SCENE_SECONDS,
+        built += [(s, True) for s in scenes.background_only("speech", first, NEAR_MISS_ALONE_MINUTES, SCENE_SECONDS,
                                                               sr, rng, near_miss, name=NEAR_MISS_ALONE)]
+    for snr_db in more:
+        for kind in ("speech", "noise"):
+            built += [(s, False) for s in scenes.scenes(keywords, kind, snr_db, SCENE_SECONDS, sr, rng, speech)]
     return built
+
+
+def rule_for_run(model: Any, info: ModelInfo, tcfg: TrainConfig, clips: list[tuple[str, str]],
+                 negatives: NegativeFiles) -> tuple[EventRule, dict[str, Any]] | None:
+    """The event rule of a trained model by its run's event options, on its validation recordings; None when
+    the run asks for none (no `event_hops`, or no held-out speech among its negatives)."""
+    speech = negatives.val_speech
+    if not tcfg.event_hops or not speech:
+        return None
+    recordings = validation_recordings(clips, [Path(f) for f in speech], info.sample_rate, tcfg.seed,
+                                       [Path(f) for f in negatives.val_near_miss], tuple(tcfg.event_snr_db))
+    rule, choice = choose_event_rule(model, info, recordings, tuple(tcfg.event_hops), tcfg.event_windows_max,
+                                     tcfg.event_latency_s, tcfg.event_false_alarms_per_hour,
+                                     tcfg.event_near_miss_per_hour)
+    return rule, {**choice, "snr_db": list(tcfg.event_snr_db)}
 
 
 def choose_event_rule(model: Any, info: ModelInfo, recordings: list[tuple[scenes.Scene, bool]], hops: tuple[float, ...],

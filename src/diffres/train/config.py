@@ -101,6 +101,7 @@ class TrainConfig:
     event_latency_s: float = 0.75  # the rule's expected delay from a word's end to its event, at most
     event_false_alarms_per_hour: float = 2.0  # on held-out validation speech alone, at most (when a rule can)
     event_near_miss_per_hour: float | None = None  # on held-out near-miss phrases alone, at most; None: no bound
+    event_snr_db: tuple[float, ...] = (10.0,)  # SNRs of the validation keywords in speech and noise
 
     @property
     def with_background(self) -> bool:

@@ -1,4 +1,5 @@
-"""The command lines of `diffres train` and `diffres export`, torch-free, so `--help` works in any install.
+"""The command lines of `diffres train`, `diffres calibrate` and `diffres export`, torch-free, so `--help`
+works in any install.
 
 Every field of TrainConfig is an option of the same name (`--batch-size` for `batch_size`): the
 dataclass is the one home of the defaults.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import fields
+from pathlib import Path
 
 from diffres.train.config import FrontendConfig, ModelConfig, TrainConfig
 
@@ -37,6 +39,8 @@ HELP = {
     "event_false_alarms_per_hour": "the event rule's false alarms per hour on held-out validation speech, at most",
     "event_near_miss_per_hour": "the event rule's false alarms per hour on held-out near-miss phrases (a synth "
                                 "folder's), at most (default: no bound; fewer break ties)",
+    "event_snr_db": "SNRs (dB) of the validation keywords among held-out speech and in noise that the event rule "
+                    "is chosen on",
 }
 
 
@@ -81,7 +85,7 @@ def configs(a: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
     tcfg = TrainConfig(**{f.name: getattr(a, f.name) for f in fields(TrainConfig)})
     tcfg.speed_perturb = tuple(tcfg.speed_perturb)
     tcfg.negatives, tcfg.mix_snr_db = tuple(tcfg.negatives), tuple(tcfg.mix_snr_db)
-    tcfg.event_hops = tuple(tcfg.event_hops)
+    tcfg.event_hops, tcfg.event_snr_db = tuple(tcfg.event_hops), tuple(tcfg.event_snr_db)
     sr = a.sample_rate
     if sr is None:
         from diffres.train.data import native_sample_rate, scan_audio_folder
@@ -90,6 +94,31 @@ def configs(a: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
     front = FrontendConfig(sample_rate=sr, win_ms=a.win_ms, hop_ms=a.hop_ms, n_mels=a.n_mels, compression=a.frontend)
     return tcfg, ModelConfig(frontend=front, resolution=a.resolution, delta=a.delta, backbone_width=a.width,
                              clip_norm=a.clip_norm)
+
+
+EVENT_OPTIONS = tuple(f.name for f in fields(TrainConfig) if f.name.startswith("event_"))
+
+
+def add_calibrate_arguments(p: argparse.ArgumentParser) -> None:
+    """RUN and the event options of `diffres train`; each one left out keeps the run's own."""
+    p.add_argument("run_dir", type=Path, metavar="RUN", help="a `diffres train` run folder (best.pt, metrics.json)")
+    for f in fields(TrainConfig):
+        if f.name in EVENT_OPTIONS:
+            many = isinstance(f.default, tuple)
+            kind = float if many else OPTION_TYPES.get(f.name, type(f.default))
+            text = HELP[f.name].split(" (default")[0] + " (default: the run's own)"
+            p.add_argument("--" + f.name.replace("_", "-"), type=kind, nargs="+" if many else None, default=None,
+                           help=text)
+
+
+CALIBRATE_HELP = ("Choose a trained run's event rule again with other event options, on the same validation "
+                  "recordings, without training again; then `diffres export` (needs the `train` extra).")
+
+
+def calibrate_parser(prog: str = "diffres calibrate") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=CALIBRATE_HELP)
+    add_calibrate_arguments(p)
+    return p
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:

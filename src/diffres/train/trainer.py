@@ -384,14 +384,10 @@ def mine_rounds(run: Run, negatives: list[str]) -> list[dict]:
 
 def choose_rule(run: Run, val_clips: list[Clip], negatives: NegativeFiles) -> tuple[calibrate.EventRule, dict]:
     """The event rule chosen on validation recordings (calibrate.py), or half-window hops and one window."""
-    t, speech = run.tcfg, negatives.val_speech
-    if not t.event_hops or run.background is None or not speech:
-        return calibrate.EventRule(t.clip_seconds / 2, 1, run.best["min_score"]), {}
-    recordings = calibrate.validation_recordings([(c.path, run.labels[c.label]) for c in val_clips],
-                                                 [Path(f) for f in speech], run.mcfg.frontend.sample_rate, t.seed,
-                                                 [Path(f) for f in negatives.val_near_miss])
-    return calibrate.choose_event_rule(run.model, run.info(), recordings, tuple(t.event_hops), t.event_windows_max,
-                                       t.event_latency_s, t.event_false_alarms_per_hour, t.event_near_miss_per_hour)
+    chosen = calibrate.rule_for_run(run.model, run.info(), run.tcfg,
+                                    [(c.path, run.labels[c.label]) for c in val_clips], negatives) \
+        if run.background is not None else None
+    return chosen or (calibrate.EventRule(run.tcfg.clip_seconds / 2, 1, run.best["min_score"]), {})
 
 
 def report(run: Run, held: str | None, n_train: int, n_synthetic: int, n_val: int, negatives: NegativeFiles,
