@@ -96,6 +96,24 @@ def test_the_recipe_trains_mines_chooses_an_event_rule_and_repeats_exactly(
     assert all(torch.equal(ckpt["state_dict"][k], again["state_dict"][k]) for k in ckpt["state_dict"])
 
 
+def test_another_validation_snr_adds_recordings_and_leaves_the_others_as_they_were(
+        folders: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """calibrate.validation_recordings: a run calibrated at 10 dB, then again with 0 dB added, scores the
+    same 10 dB recordings (so the two choices differ only by what was added)."""
+    monkeypatch.setattr(calibrate, "SCENE_SECONDS", 10.0)
+    monkeypatch.setattr(calibrate, "SPEECH_ALONE_MINUTES", 0.3)
+    data, negatives = folders
+    clips = [(str(f), f.parent.name) for f in sorted(data.glob("*/*.wav"))]
+    speech = sorted(negatives.glob("*.wav"))
+    plain = calibrate.validation_recordings(clips, speech, SR, 0)
+    more = calibrate.validation_recordings(clips, speech, SR, 0, snrs_db=(10.0, 0.0))
+    added = more[len(plain):]
+    assert added and not any(alone for _, alone in added)  # keywords in them: scored, not counted as alarms
+    assert {scene.condition for scene, _ in added} == {"speech@0dB", "noise@0dB"}
+    assert all(a.condition == b.condition and np.array_equal(a.audio, b.audio) and a.events == b.events
+               for (a, _), (b, _) in zip(plain, more))
+
+
 def test_calibrate_chooses_the_rule_again_on_the_same_recordings_and_leaves_the_weights(
         folders: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`diffres calibrate RUN`: the run's own options give the rule training chose; other options another rule,
