@@ -337,9 +337,11 @@ def train_options() -> str:
 
 
 def calibrate_options() -> str:
+    """Every option left out keeps the run's own: said once per row, in the default column."""
     from diffres.train.options import calibrate_parser
 
-    return _options_table(calibrate_parser())
+    own = " (default: the run's own)"
+    return _options_table(calibrate_parser()).replace(own, "").replace("| (none) |", "| the run's own |")
 
 
 def export_options() -> str:
