@@ -125,7 +125,7 @@ def test_calibrate_chooses_the_rule_again_on_the_same_recordings_and_leaves_the_
     monkeypatch.setattr(calibrate, "SPEECH_ALONE_MINUTES", 0.3)
     data, negatives = folders
     run = tmp_path / "run"
-    assert train_main([*recipe(data, negatives, run), "--epochs", "1", "--mine-rounds", "0"]) == 0
+    assert train_main([*recipe(data, negatives, run), "--mine-rounds", "0"]) == 0
     trained = json.loads((run / "metrics.json").read_text())["event_rule"]
     assert trained["snr_db"] == [10.0] and "speech@0dB" not in trained["candidates"][0]
     weights = torch.load(run / "best.pt", weights_only=False)["state_dict"]
