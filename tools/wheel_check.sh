@@ -41,7 +41,7 @@ labels = [e["label"] for e in result["events"]]
 assert result["model"] == "keywords" and len(labels) >= 3, result
 print(f"installed wheel classified examples/long.flac: {len(labels)} events ({', '.join(labels)})")
 PY
-for command in "" serve classify models train export; do
+for command in "" serve classify models train calibrate export; do
   "$work/venv/bin/diffres" $command --help >/dev/null
 done
 echo "every diffres --help exits 0 in the serving install"
