@@ -384,10 +384,12 @@ def mine_rounds(run: Run, negatives: list[str]) -> list[dict]:
 
 def choose_rule(run: Run, val_clips: list[Clip], negatives: NegativeFiles) -> tuple[calibrate.EventRule, dict]:
     """The event rule chosen on validation recordings (calibrate.py), or half-window hops and one window."""
-    chosen = calibrate.rule_for_run(run.model, run.info(), run.tcfg,
-                                    [(c.path, run.labels[c.label]) for c in val_clips], negatives) \
-        if run.background is not None else None
-    return chosen or (calibrate.EventRule(run.tcfg.clip_seconds / 2, 1, run.best["min_score"]), {})
+    if run.background is not None:
+        clips = [(c.path, run.labels[c.label]) for c in val_clips]
+        chosen = calibrate.rule_for_run(run.model, run.info(), run.tcfg, clips, negatives)
+        if chosen is not None:
+            return chosen
+    return calibrate.EventRule(run.tcfg.clip_seconds / 2, 1, run.best["min_score"]), {}
 
 
 def report(run: Run, held: str | None, n_train: int, n_synthetic: int, n_val: int, negatives: NegativeFiles,
