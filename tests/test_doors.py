@@ -176,7 +176,7 @@ BLOCK_TORCH = ("import sys; sys.modules.update(torch=None, onnx=None); from diff
                "sys.exit(main(sys.argv[1:]))")
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["classify"], ["models"], ["train"], ["export"]])
+@pytest.mark.parametrize("command", [[], ["serve"], ["classify"], ["models"], ["train"], ["calibrate"], ["export"]])
 def test_every_help_works_without_torch(command: list[str]) -> None:
     run = subprocess.run([sys.executable, "-c", BLOCK_TORCH, *command, "--help"], capture_output=True, text=True,
                          timeout=60)
@@ -188,6 +188,16 @@ def test_training_without_the_extra_names_it(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "train", "--data", str(tmp_path), "--out",
                           str(tmp_path / "run"), "--sample-rate", "16000"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 1 and "`train` extra" in run.stderr and "pip install" in run.stderr
+
+
+def test_calibrate_without_the_extra_names_it_and_a_missing_run_is_named(tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "calibrate", str(tmp_path)], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 1 and "`train` extra" in run.stderr
+    missing = cli("calibrate", str(tmp_path / "no-run"))
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    said = "".join(missing.stderr.split())  # the console may fold a long path: compare without whitespace
+    assert f"nosuchfileorfolder:{tmp_path / 'no-run' / 'best.pt'}" in said
 
 
 def long_words() -> list[tuple[str, float, float]]:

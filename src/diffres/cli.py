@@ -270,6 +270,8 @@ def failure(exc: Exception) -> str | None:
 
     if isinstance(exc, DiffresError):
         return f"{exc.message} ({exc.code})"
+    if isinstance(exc, FileNotFoundError):  # a run, checkpoint or folder named on the command line
+        return f"no such file or folder: {exc.filename}"
     if isinstance(exc, httpx.TransportError):
         return f"cannot reach the service: {exc}"
     if isinstance(exc, ValidationError):  # a DIFFRES_* setting the service cannot take
