@@ -31,11 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SR = 8000
 
 
-@pytest.fixture(scope="module", params=["diffres", "changehop"])
+@pytest.fixture(scope="module", params=["diffres", "changehop", "diffres-pcen"])
 def exported(request, tmp_path_factory) -> tuple[AudioClassifier, str]:
     torch.manual_seed(0)
-    cfg = ModelConfig(frontend=FrontendConfig(sample_rate=SR, n_mels=32), resolution=request.param,
-                      delta=0.75, n_classes=5, backbone_width=8, clip_norm=request.param == "changehop")
+    resolution, _, compression = request.param.partition("-")
+    cfg = ModelConfig(frontend=FrontendConfig(sample_rate=SR, n_mels=32, compression=compression or "log"),
+                      resolution=resolution, delta=0.75, n_classes=5, backbone_width=8,
+                      clip_norm=resolution == "changehop")
     model = AudioClassifier(cfg).eval()
     # BatchNorm statistics away from (0, 1), so parity also covers folded normalisation and padding
     for mod in model.modules():
@@ -43,6 +45,8 @@ def exported(request, tmp_path_factory) -> tuple[AudioClassifier, str]:
             mod.running_mean.uniform_(-1, 1)
             mod.running_var.uniform_(0.5, 2)
             mod.bias.data.normal_(0, 0.5)
+    for p in model.compress.parameters():  # pcen: per-bin values (kept in range), not their shared start
+        p.data.mul_(torch.empty_like(p).uniform_(0.6, 1.0))
     path = str(tmp_path_factory.mktemp("onnx") / "m.onnx")
     export_onnx(model, path, model_info(model, list("abcde"), 1.0).to_metadata())
     return model, path

@@ -35,11 +35,12 @@ def test_folded_dft_frontend_matches_torch_stft(sr: int, n: int) -> None:
 VARIANTS = ["diffres", "full", "avgpool", "avgmaxpool", "changehop"]
 
 
-def random_model(resolution: str, **kwargs) -> AudioClassifier:
+def random_model(resolution: str, compression: str = "log", **kwargs) -> AudioClassifier:
     """Untrained, with BatchNorm statistics and biases away from (0, 1, 0): padding would show."""
     torch.manual_seed(0)
-    m = AudioClassifier(ModelConfig(frontend=FrontendConfig(sample_rate=8000, n_mels=32), resolution=resolution,
-                                    n_classes=3, backbone_width=8, **kwargs)).eval()
+    front = FrontendConfig(sample_rate=8000, n_mels=32, compression=compression)  # type: ignore[arg-type]
+    m = AudioClassifier(ModelConfig(frontend=front, resolution=resolution, n_classes=3, backbone_width=8,
+                                    **kwargs)).eval()
     for mod in m.modules():
         if isinstance(mod, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
             mod.running_mean.normal_(0, 0.5)
@@ -59,11 +60,11 @@ def test_every_variant_classifies_any_length(resolution: str) -> None:
         assert logmel.shape == (2, importance.shape[1], 32)
 
 
-@pytest.mark.parametrize("resolution", VARIANTS)
+@pytest.mark.parametrize("resolution,compression", [(r, "log") for r in VARIANTS] + [("diffres", "pcen")])
 @torch.no_grad()
-def test_each_row_of_a_padded_batch_gives_what_it_gives_alone(resolution: str) -> None:
+def test_each_row_of_a_padded_batch_gives_what_it_gives_alone(resolution: str, compression: str) -> None:
     """lengths makes padding invisible: logits, frames, importance and log-mel per row as if run alone."""
-    m = random_model(resolution, delta=0.5, clip_norm=resolution == "avgpool")
+    m = random_model(resolution, compression, delta=0.5, clip_norm=resolution == "avgpool")
     lengths = [1, 1600, 2417, 8000 * 3 + 5, 700]
     wave = torch.zeros(len(lengths), max(lengths))
     for i, n in enumerate(lengths):
@@ -78,6 +79,20 @@ def test_each_row_of_a_padded_batch_gives_what_it_gives_alone(resolution: str) -
         torch.testing.assert_close(importance[i, :frames], a_imp[0], atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(logmel[i, :frames], a_mel[0], atol=1e-5, rtol=1e-5)
         assert (importance[i, frames:] == 0).all() and (logmel[i, frames:] == 0).all()
+
+
+@torch.no_grad()
+def test_pcen_is_causal_level_blind_and_leaves_the_logmel_output_a_log_mel() -> None:
+    """pcen divides each bin by its running mean: frames after t never change frame t, a steady sound 20 dB
+    louder looks nearly the same to the classifier (alpha 0.98, not 1), and the graph's logmel output is unchanged."""
+    m, ref = random_model("diffres", "pcen"), random_model("diffres")
+    t = torch.arange(16000) / 8000
+    tone = (0.05 * torch.sin(2 * math.pi * 440 * t) + 0.01 * torch.randn(16000))[None]
+    mel = m.mel(tone)
+    quiet, loud, head = m.compress(mel), m.compress(100 * mel), m.compress(mel[:, :80])
+    torch.testing.assert_close(head, quiet[:, :80])
+    assert float((loud - quiet).abs()[:, 20:].max()) < 0.1 * float(quiet[:, 20:].abs().max())  # log: +4.6 everywhere
+    torch.testing.assert_close(m(tone)[4], ref(tone)[4])
 
 
 def write_tone_folder(root: Path, sr: int = 8000) -> None:
@@ -161,3 +176,18 @@ def test_quiet_parts_and_mixing() -> None:
     mixed = mix_at_snr(loud, noise, snr_db=10.0)
     assert mixed.shape == loud.shape
     torch.testing.assert_close((mixed - loud).mean(), loud.mean() / 10)
+
+
+@pytest.mark.parametrize("taps", [1, 2, 7, 160])
+def test_running_mean_is_the_depthwise_convolution_it_replaces(taps: int) -> None:
+    """Shifted adds give the causal exponential kernel's convolution over the series continued at its first
+    frame, for any number of taps and for series shorter than the kernel."""
+    from diffres.train.frontend import running_mean
+
+    decay = 0.975
+    kernel = decay ** torch.arange(taps - 1, -1, -1, dtype=torch.float64)
+    for frames in (1, 5, 300):
+        x = torch.rand(2, 3, frames, dtype=torch.float64)
+        padded = torch.nn.functional.pad(x, (taps - 1, 0), mode="replicate")
+        ref = torch.nn.functional.conv1d(padded, (kernel / kernel.sum()).expand(3, 1, taps), groups=3)
+        torch.testing.assert_close(running_mean(x, decay, taps), ref)

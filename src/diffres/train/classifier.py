@@ -76,8 +76,11 @@ class AudioClassifier(nn.Module):
         lengths = torch.clamp(lengths, 0, n)
         # Samples past a row's end read as zeros, as the frontend's own end padding does alone.
         inside = torch.arange(n, device=waveform.device)[None] < lengths[:, None]
-        x_log = self.compress(self.mel(waveform * inside.to(waveform.dtype)))
+        mel = self.mel(waveform * inside.to(waveform.dtype))
+        x_log = self.compress(mel)
         n_frames = frames_in(lengths, self.mel.hop)
         logits, r = self.classify(x_log, n_frames)
+        if self.cfg.frontend.compression == "pcen":  # the contract's logmel stays a log-mel
+            x_log = torch.log(mel + self.cfg.frontend.log_eps)
         logmel = x_log * valid_frames(n_frames, x_log.shape[1])[..., None].to(x_log.dtype)
         return logits, r.score, frames_in(lengths, self.cfg.frontend.hop_length), r.frames, logmel

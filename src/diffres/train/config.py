@@ -9,7 +9,7 @@ from diffres.contract import (changehop_hop_ms, delta_fraction, frames_in,  # no
                               frames_out, hop_samples)
 
 ResolutionKind = Literal["diffres", "full", "avgpool", "avgmaxpool", "changehop"]
-CompressionKind = Literal["log", "loglearn"]
+CompressionKind = Literal["log", "loglearn", "pcen"]
 
 
 @dataclass

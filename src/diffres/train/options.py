@@ -49,7 +49,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder for best.pt and metrics.json")
     p.add_argument("--resolution", default="diffres", choices=RESOLUTIONS)
     p.add_argument("--delta", type=float, default=0.5, help="share of frames removed")
-    p.add_argument("--frontend", default="log", choices=["log", "loglearn"], help="log compression kind")
+    p.add_argument("--frontend", default="log", choices=["log", "loglearn", "pcen"],
+                   help="compression of the mel power the classifier sees (pcen: per-channel energy normalisation)")
     p.add_argument("--sample-rate", type=int, default=None, help="default: the data's own rate")
     p.add_argument("--hop-ms", type=float, default=10.0)
     p.add_argument("--win-ms", type=float, default=25.0)

@@ -37,6 +37,7 @@ from .classifier import AudioClassifier
 from .config import ModelConfig, TrainConfig
 from .data import Clip, crop_or_pad, load_audio, scan_audio_folder, split_clips
 from .diffres import SILENT_POWER
+from .frontend import PCENCompression
 from .examples import Clips, partial_window, positive_window, with_context
 from diffres.contract import MAX_WORD_S, ModelInfo
 
@@ -77,13 +78,15 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
 
 
 def training_batch(chosen: list[torch.Tensor], cfg: TrainConfig, rng: np.random.Generator, gen: torch.Generator,
-                   mix_pool: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   mix_pool: list[torch.Tensor] | None = None, mask_silent: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mel power [B, T, F] of the examples' windows (T: the longest), real frames per row, SpecAugment time mask.
 
     Each window at a random gain and (with a background pool) mixed with background material at a
     random SNR. The frames that were empty before mixing are returned as masked too: the guide loss
     must still push them down (the noise added there is not the target sound), or mixing starves it
-    and the estimator goes flat.
+    and the estimator goes flat. `mask_silent` returns them without mixing too: for a compression (pcen)
+    whose output no longer shows which frames were empty.
     """
     n_frames = max(m.shape[0] for m in chosen)
     silent = [(m.mean(1, keepdim=True) < SILENT_POWER).float() for m in chosen]  # [T_i, 1], before mixing
@@ -95,7 +98,7 @@ def training_batch(chosen: list[torch.Tensor], cfg: TrainConfig, rng: np.random.
     was_silent, _ = crop_or_pad(silent, n_frames, rng, random_crop=False)
     gain = 10 ** (rng.uniform(-cfg.gain_db, cfg.gain_db, (len(chosen), 1, 1)) / 10)
     mel, masked = spec_augment(mel * torch.from_numpy(gain).float(), cfg, gen)
-    if mix_pool:
+    if mix_pool or mask_silent:
         masked = masked | (was_silent[..., 0] > 0.5)
     return mel, lengths, masked
 
@@ -269,6 +272,7 @@ class Run:
         """`epochs` epochs from the model as it is; the best epoch of this stage is saved as best.pt."""
         t = self.tcfg
         opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=t.weight_decay)
+        pcen = isinstance(self.model.compress, PCENCompression)
         steps_per_epoch = math.ceil((len(self.y_train) * (1 + t.partial_share) + self.n_bg) / t.batch_size)
         total = steps_per_epoch * epochs
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup_epochs * steps_per_epoch, total))
@@ -280,12 +284,14 @@ class Run:
             losses = []
             for idx in length_batches(np.array([m.shape[0] for m in mels]), t.batch_size, self.rng):
                 mel, n_frames, masked = training_batch([mels[i] for i in idx], t, self.rng, self.gen,
-                                                       self.bg.pool or None)
+                                                       self.bg.pool or None, pcen)
                 logits, r = self.model.classify(self.model.compress(mel), n_frames, masked)
                 loss = F.cross_entropy(logits, ys[idx]) + t.guide_loss_weight * r.guide_loss
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                if pcen:
+                    self.model.compress.project()
                 sched.step()
                 losses.append(loss.item())
             val = evaluate(self.model, self.val_mels, self.y_val, len(self.labels), self.background)
