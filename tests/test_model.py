@@ -178,6 +178,21 @@ def test_quiet_parts_and_mixing() -> None:
     torch.testing.assert_close((mixed - loud).mean(), loud.mean() / 10)
 
 
+def test_one_source_mixes_as_before_and_more_sum_several_at_their_own_levels() -> None:
+    """--mix-sources 1 (the default) draws what a single crop always drew, so seeded runs repeat; 3 gives one
+    crop as it is, or two or three summed, each scaled to unit mean power at up to 6 dB down."""
+    from diffres.train.background import random_crops
+    from diffres.train.trainer import mixture
+
+    pool = [torch.full((30, 4), float(i + 1)) for i in range(5)]
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    torch.testing.assert_close(mixture(pool, 20, 1, a), random_crops(pool, 1, 20, b)[0])
+    assert a.random() == b.random()
+    powers = {round(float(mixture(pool, 20, 3, np.random.default_rng(s)).mean()), 2) for s in range(40)}
+    sums = powers - {1.0, 2.0, 3.0, 4.0, 5.0}  # a single crop comes as it is
+    assert sums and all(0.5 <= p <= 3.0 for p in sums)
+
+
 @pytest.mark.parametrize("taps", [1, 2, 7, 160])
 def test_running_mean_is_the_depthwise_convolution_it_replaces(taps: int) -> None:
     """Shifted adds give the causal exponential kernel's convolution over the series continued at its first

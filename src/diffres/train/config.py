@@ -87,6 +87,7 @@ class TrainConfig:
     background_share: float = 2.0  # background examples per epoch, in units of an average label's clips
     mix_probability: float = 0.5  # share of training clips mixed with background material
     mix_snr_db: tuple[float, ...] = (0.0, 20.0)  # SNR range of that mixing
+    mix_sources: int = 1  # background crops summed into one mix, at most (2+: several talkers at once)
     rooms: int = 0  # reverberated versions of each training clip (simulated rooms), besides the speed versions
     context_probability: float = 0.0  # share of keyword windows with other sound right before or after the word
     partial_share: float = 0.0  # windows holding part of a word, as background, per keyword window

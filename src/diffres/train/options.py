@@ -39,6 +39,7 @@ HELP = {
     "event_false_alarms_per_hour": "the event rule's false alarms per hour on held-out validation speech, at most",
     "event_near_miss_per_hour": "the event rule's false alarms per hour on held-out near-miss phrases (a synth "
                                 "folder's), at most (default: no bound; fewer break ties)",
+    "mix_sources": "background crops summed into one mix: 1 to N at random levels (2+: several talkers at once)",
     "event_snr_db": "SNRs (dB) of the validation keywords among held-out speech and in noise that the event rule "
                     "is chosen on",
 }

@@ -77,6 +77,19 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def mixture(pool: list[torch.Tensor], frames: int, most: int, rng: np.random.Generator) -> torch.Tensor:
+    """One background crop, or (most > 1) 1 to `most` crops at random levels within 6 dB, summed: babble."""
+    count = 1 if most <= 1 else int(rng.integers(1, most + 1))
+    crops = random_crops(pool, count, frames, rng)
+    if count == 1:
+        return crops[0]
+    total = torch.zeros(frames, crops[0].shape[1])
+    for crop in crops:
+        tiled = crop.repeat(-(-frames // crop.shape[0]), 1)[:frames]
+        total += tiled / tiled.mean().clamp_min(1e-12) * 10 ** (rng.uniform(-6, 0) / 10)
+    return total
+
+
 def training_batch(chosen: list[torch.Tensor], cfg: TrainConfig, rng: np.random.Generator, gen: torch.Generator,
                    mix_pool: list[torch.Tensor] | None = None, mask_silent: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -92,7 +105,7 @@ def training_batch(chosen: list[torch.Tensor], cfg: TrainConfig, rng: np.random.
     silent = [(m.mean(1, keepdim=True) < SILENT_POWER).float() for m in chosen]  # [T_i, 1], before mixing
     if mix_pool:
         lo, hi = cfg.mix_snr_db
-        chosen = [mix_at_snr(m, random_crops(mix_pool, 1, m.shape[0], rng)[0], rng.uniform(lo, hi))
+        chosen = [mix_at_snr(m, mixture(mix_pool, m.shape[0], cfg.mix_sources, rng), rng.uniform(lo, hi))
                   if rng.random() < cfg.mix_probability else m for m in chosen]
     mel, lengths = crop_or_pad(chosen, n_frames, rng, random_crop=False)
     was_silent, _ = crop_or_pad(silent, n_frames, rng, random_crop=False)
@@ -414,7 +427,8 @@ def report(run: Run, held: str | None, n_train: int, n_synthetic: int, n_val: in
                                             "min_score": best["min_score"], "max_word_s": MAX_WORD_S}},
         "background": {"label": BACKGROUND_LABEL, "folders": list(t.negatives), "examples": run.bg.counts,
                        "background_holdout_speaker": negatives.holdout_speaker, "examples_per_epoch": run.n_bg,
-                       "mix_probability": t.mix_probability, "mix_snr_db": list(t.mix_snr_db), "mining": mined}
+                       "mix_probability": t.mix_probability, "mix_snr_db": list(t.mix_snr_db),
+                       "mix_sources": t.mix_sources, "mining": mined}
         if run.background is not None else None,
         "val_clips": run.val_paths, "per_class_accuracy": dict(zip(run.labels, best["per_class_accuracy"])),
         "best_epoch": best["epoch"], "best_stage": best["stage"], "mean_frames_in": best["mean_frames_in"],
