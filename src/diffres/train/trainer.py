@@ -37,8 +37,8 @@ from .classifier import AudioClassifier
 from .config import ModelConfig, TrainConfig
 from .data import Clip, crop_or_pad, load_audio, scan_audio_folder, split_clips
 from .diffres import SILENT_POWER
-from .frontend import PCENCompression
 from .examples import Clips, partial_window, positive_window, with_context
+from .frontend import PCENCompression
 from diffres.contract import MAX_WORD_S, ModelInfo
 
 from .onnx_export import model_info
