@@ -185,9 +185,13 @@ def joined_runs(pool: list[torch.Tensor], count: int, max_frames: int, rng: np.r
     return runs
 
 
+def tiled(mel: torch.Tensor, frames: int) -> torch.Tensor:
+    """mel repeated along time and cut to `frames` frames."""
+    return mel.repeat(-(-frames // mel.shape[0]), 1)[:frames]
+
+
 def mix_at_snr(clip: torch.Tensor, noise: torch.Tensor, snr_db: float) -> torch.Tensor:
     """clip + noise (mel powers, noise tiled or cut to the clip's length) at the given SNR of mean powers."""
-    reps = -(-clip.shape[0] // noise.shape[0])
-    noise = noise.repeat(reps, 1)[: clip.shape[0]]
+    noise = tiled(noise, clip.shape[0])
     gain = clip.mean() / noise.mean().clamp_min(1e-12) * 10 ** (-snr_db / 10)
     return clip + gain * noise

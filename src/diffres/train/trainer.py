@@ -32,7 +32,7 @@ from diffres.train import calibrate, mining
 from diffres.train.synth.acoustics import RirBank
 
 from .background import (BACKGROUND_LABEL, MIN_QUIET_S, NOISE_CLIPS, Background, NegativeFiles, generated_noise,
-                         joined_runs, mix_at_snr, negative_files, quiet_parts, random_crops)
+                         joined_runs, mix_at_snr, negative_files, quiet_parts, random_crops, tiled)
 from .classifier import AudioClassifier
 from .config import ModelConfig, TrainConfig
 from .data import Clip, crop_or_pad, load_audio, scan_audio_folder, split_clips
@@ -85,8 +85,8 @@ def mixture(pool: list[torch.Tensor], frames: int, most: int, rng: np.random.Gen
         return crops[0]
     total = torch.zeros(frames, crops[0].shape[1])
     for crop in crops:
-        tiled = crop.repeat(-(-frames // crop.shape[0]), 1)[:frames]
-        total += tiled / tiled.mean().clamp_min(1e-12) * 10 ** (rng.uniform(-6, 0) / 10)
+        source = tiled(crop, frames)
+        total += source / source.mean().clamp_min(1e-12) * 10 ** (rng.uniform(-6, 0) / 10)
     return total
 
 
